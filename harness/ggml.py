@@ -1,0 +1,56 @@
+"""ggml tensor types: names and exact byte sizes, from the gguf package's own tables."""
+
+from __future__ import annotations
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+
+# gguf 0.19.0 on PyPI lists Q8_1 as (32, 4 + 4 + 32); ggml's block_q8_1 is two halves and 32
+# int8s (36 bytes), and llama.cpp's vendored gguf-py says so too. tests/test_ggml.py checks every
+# entry of the merged table against ggml_type_size/ggml_blck_size from libggml itself.
+_ERRATA: dict[GGMLQuantizationType, tuple[int, int]] = {
+    GGMLQuantizationType.Q8_1: (32, 2 + 2 + 32),
+}
+
+QUANT_SIZES: dict[int, tuple[int, int]] = {int(t): bs for t, bs in GGML_QUANT_SIZES.items()}
+QUANT_SIZES.update({int(t): bs for t, bs in _ERRATA.items()})
+
+
+def type_name(ggml_type: int) -> str:
+    try:
+        return GGMLQuantizationType(ggml_type).name
+    except ValueError:
+        return f"type{ggml_type}"
+
+
+def type_by_name(name: str) -> int:
+    try:
+        return int(GGMLQuantizationType[name.upper()])
+    except KeyError:
+        raise ValueError(f"unknown ggml type {name!r}") from None
+
+
+def block_size(ggml_type: int) -> tuple[int, int]:
+    """(elements per block, bytes per block); KeyError for types without a known layout."""
+    return QUANT_SIZES[ggml_type]
+
+
+def tensor_nbytes(shape: tuple[int, ...], ggml_type: int) -> int:
+    """Exact bytes of a contiguous tensor: the one size formula (rows must hold whole blocks)."""
+    elems_per_block, bytes_per_block = QUANT_SIZES[ggml_type]
+    n_elements = 1
+    for dim in shape:
+        n_elements *= dim
+    if shape and shape[0] % elems_per_block:
+        raise ValueError(f"row of {shape[0]} elements is not a multiple of the {elems_per_block}-element block")
+    return n_elements // elems_per_block * bytes_per_block
+
+
+def file_type_name(file_type: int) -> str:
+    """llama.cpp's name for a general.file_type value: 15 -> 'Q4_K_M', 0 -> 'F32'."""
+    try:
+        name = LlamaFileType(file_type).name
+    except ValueError:
+        return f"unknown({file_type})"
+    if name == "ALL_F32":
+        return "F32"
+    return name.removeprefix("MOSTLY_")
