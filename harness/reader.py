@@ -296,10 +296,9 @@ class _Parser:
 
         metadata = self.key_values(n_kv)
         alignment = self.alignment(metadata)
-        tensors = self.tensor_infos(n_tensors)
+        tensors, data_bytes = self.tensor_infos(n_tensors, alignment)
         header_bytes = self.pos
         data_offset = _pad(header_bytes, alignment) if tensors else header_bytes
-        data_bytes = self.check_offsets(tensors, alignment)
         return GGUFFile(self.src.name, version, self.size, header_bytes, alignment, data_offset,
                         data_bytes, metadata, tensors)
 
@@ -431,9 +430,12 @@ class _Parser:
             raise self.fail(f"value of key {kv.key!r}", kv.offset, f"alignment {kv.value} is not a power of 2")
         return kv.value
 
-    def tensor_infos(self, n_tensors: int) -> tuple[TensorInfo, ...]:
+    def tensor_infos(self, n_tensors: int, alignment: int) -> tuple[tuple[TensorInfo, ...], int]:
+        """Tensor infos, checking as llama.cpp does that each offset is the running sum of the sizes
+        before it, padded to the alignment. Returns the infos and the padded data extent."""
         tensors: list[TensorInfo] = []
         seen: set[str] = set()
+        expected = 0
         for i in range(n_tensors):
             name_offset = self.pos
             name = self.string(f"tensor #{i} name", MAX_TENSOR_NAME_BYTES)
@@ -447,7 +449,7 @@ class _Parser:
             n_dims = self.unpack(_U32, f"{what} dimension count")
             if not 1 <= n_dims <= MAX_DIMS:
                 raise self.fail(f"{what} dimension count", dims_offset, f"{n_dims} is not in 1..{MAX_DIMS}")
-            shape = []
+            shape: list[int] = []
             n_elements = 1
             for d in range(n_dims):
                 dim_offset = self.pos
@@ -470,22 +472,16 @@ class _Parser:
                                 f"{ggml.type_name(ggml_type)} stores blocks of {block} elements but rows "
                                 f"have {shape[0]}")
             n_bytes = ggml.tensor_nbytes(tuple(shape), ggml_type)
-            if n_bytes > SIZE_MAX - (1 << 32):
-                raise self.fail(f"{what} shape", dims_offset, f"{n_bytes} bytes overflows a size_t")
+            offset_at = self.pos
             offset = self.unpack(_U64, f"{what} data offset")
-            tensors.append(TensorInfo(name, tuple(shape), ggml_type, offset, n_bytes))
-        return tuple(tensors)
-
-    def check_offsets(self, tensors: tuple[TensorInfo, ...], alignment: int) -> int:
-        """Offsets must be the running sum of padded sizes, as llama.cpp requires; returns the extent."""
-        expected = 0
-        for i, t in enumerate(tensors):
-            if t.offset_bytes != expected:
-                raise GGUFError(f"{self.src.name}: tensor #{i} {t.name!r} data offset: {t.offset_bytes}, "
-                                f"expected {expected} (each tensor must follow the previous one, "
-                                f"padded to {alignment} bytes)")
-            expected += _pad(t.n_bytes, alignment)
+            if offset != expected:
+                raise self.fail(f"{what} data offset", offset_at,
+                                f"{offset}, expected {expected}: each tensor must follow the previous one, "
+                                f"padded to {alignment} bytes")
+            expected += _pad(n_bytes, alignment)
             if expected > MAX_DATA_BYTES:
-                raise GGUFError(f"{self.src.name}: tensor #{i} {t.name!r}: the data section would reach "
-                                f"{expected} bytes, more than 1 PiB: the shapes are absurd")
-        return expected
+                raise self.fail(f"{what} shape", dims_offset,
+                                f"{shape} ({ggml.type_name(ggml_type)}) takes the data section to {expected} "
+                                "bytes, more than 1 PiB: the shapes are absurd")
+            tensors.append(TensorInfo(name, tuple(shape), ggml_type, offset, n_bytes))
+        return tuple(tensors), expected

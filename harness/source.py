@@ -7,6 +7,7 @@ local file is one; a Hugging Face Hub file read through HTTP ranges is another (
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Protocol
 
@@ -40,11 +41,13 @@ class FileSource:
             raise GGUFError(f"{self.name}: is a directory, not a GGUF file") from None
         except OSError as exc:
             raise GGUFError(f"{self.name}: cannot open: {exc.strerror}") from None
-        try:
-            self._size = os.fstat(self._fd).st_size
-        except OSError as exc:  # pragma: no cover - fstat on an open fd does not fail in practice
+        st = os.fstat(self._fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(self._fd)
-            raise GGUFError(f"{self.name}: cannot stat: {exc.strerror}") from None
+            self._fd = -1
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise GGUFError(f"{self.name}: is {kind}, not a GGUF file")
+        self._size = st.st_size
         self.bytes_read = 0
 
     @property

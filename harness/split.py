@@ -40,6 +40,8 @@ def read_header(model: str | os.PathLike[str] | ByteSource | list[ByteSource]) -
     """Read a model's header: a path (any shard of a split model), a ByteSource, or a list of shard
     sources in order. Only header bytes are read."""
     if isinstance(model, (str, os.PathLike)):
+        if not Path(model).exists():
+            raise GGUFError(f"{model}: no such file")
         paths = shard_paths(model)
         for i, p in enumerate(paths):
             if not p.exists():
