@@ -394,8 +394,8 @@ class _Parser:
                 for i in range(i, count):  # noqa: B007 - i is read after the loop
                     pos += 8 + unpack(buf, pos)[0]
                 i = count
-            except struct.error:
-                # element i's length prefix lies past what has been read so far
+            except (struct.error, OverflowError):
+                # element i's length prefix lies past what has been read so far (or past 2^63)
                 if pos + 8 > self.size:
                     self.string_array_error(start, count, what)
                 self.fill(min(pos + 8 + (pos - start), self.size), what, pos)
