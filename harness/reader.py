@@ -232,8 +232,14 @@ class _Parser:
             raise self.fail(what, offset, f"the header would exceed {MAX_HEADER_BYTES >> 20} MiB, "
                                           "far beyond any real model's metadata")
         want = min(max(end - have, have, _FIRST_READ_BYTES), self.size - have)
-        data = self.src.read(have, want)
-        self.buf += data
+        readinto = getattr(self.src, "readinto", None)
+        if readinto is None:
+            self.buf += self.src.read(have, want)
+        else:  # read straight into the grown buffer: one copy fewer on a 6 MiB vocabulary
+            self.buf.extend(bytes(want))
+            with memoryview(self.buf) as view:
+                got = readinto(have, view[have:])
+            del self.buf[have + got :]
         if len(self.buf) < end:
             raise self.fail(what, offset, f"could read only up to byte {len(self.buf)} of {self.size}")
 
@@ -349,7 +355,9 @@ class _Parser:
         count = self.array_count(element_type, what)
         start = self.pos
         self.skip_array(element_type, count, what)
-        return LazyArray(element_type, count, start, self.src.name, bytes(self.buf[start : self.pos]))
+        with memoryview(self.buf) as view:  # one copy, and the view is released before buf grows
+            raw = bytes(view[start : self.pos])
+        return LazyArray(element_type, count, start, self.src.name, raw)
 
     def array_count(self, element_type: GGUFValueType, what: str) -> int:
         min_bytes = _SCALAR_STRUCTS[element_type].size if element_type in _SCALAR_STRUCTS else (

@@ -64,6 +64,15 @@ class FileSource:
         self.bytes_read += len(data)
         return data
 
+    def readinto(self, offset: int, view: memoryview) -> int:
+        """Fill ``view`` from ``offset`` without an intermediate copy; returns the bytes read."""
+        try:
+            n = os.preadv(self._fd, [view], offset)
+        except OSError as exc:
+            raise GGUFError(f"{self.name}: read error at byte {offset}: {exc.strerror}") from None
+        self.bytes_read += n
+        return n
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
