@@ -10,6 +10,7 @@ bounded by the bytes actually present: nothing is preallocated from a count read
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,6 +271,23 @@ class _Parser:
             raise self.fail(what, start, f"not valid UTF-8 ({exc.reason}: byte "
                                          f"0x{raw[exc.start]:02x} at position {exc.start})") from None
 
+    def value_type(self, what: str) -> GGUFValueType:
+        start = self.pos
+        raw = self.unpack(_U32, what)
+        try:
+            return GGUFValueType(raw)
+        except ValueError:
+            raise self.fail(what, start, f"{raw} is not a GGUF value type (0..12)") from None
+
+    def unique_name(self, what: str, max_bytes: int, seen: Container[str], kind: str) -> str:
+        start = self.pos
+        name = self.string(what, max_bytes)
+        if not name:
+            raise self.fail(what, start, f"empty {kind}")
+        if name in seen:
+            raise self.fail(what, start, f"duplicate {kind} {name!r}")
+        return name
+
     def count(self, st: struct.Struct, what: str, min_item_bytes: int, limit: int) -> int:
         start = self.pos
         n = self.unpack(st, what)
@@ -311,19 +329,8 @@ class _Parser:
     def key_values(self, n_kv: int) -> dict[str, KeyValue]:
         metadata: dict[str, KeyValue] = {}
         for i in range(n_kv):
-            key_offset = self.pos
-            key = self.string(f"key #{i}", MAX_KEY_BYTES)
-            if not key:
-                raise self.fail(f"key #{i}", key_offset, "empty key")
-            if key in metadata:
-                raise self.fail(f"key #{i}", key_offset, f"duplicate key {key!r}")
-            type_offset = self.pos
-            raw_type = self.unpack(_U32, f"type of key {key!r}")
-            try:
-                value_type = GGUFValueType(raw_type)
-            except ValueError:
-                raise self.fail(f"type of key {key!r}", type_offset,
-                                f"{raw_type} is not a GGUF value type (0..12)") from None
+            key = self.unique_name(f"key #{i}", MAX_KEY_BYTES, metadata, "key")
+            value_type = self.value_type(f"type of key {key!r}")
             value_offset = self.pos
             value = self.value(value_type, key)
             metadata[key] = KeyValue(key, value_type, value_offset, value)
@@ -345,13 +352,7 @@ class _Parser:
 
     def array(self, key: str) -> LazyArray:
         what = f"array {key!r}"
-        type_offset = self.pos
-        raw_type = self.unpack(_U32, f"{what} element type")
-        try:
-            element_type = GGUFValueType(raw_type)
-        except ValueError:
-            raise self.fail(f"{what} element type", type_offset,
-                            f"{raw_type} is not a GGUF value type (0..12)") from None
+        element_type = self.value_type(f"{what} element type")
         count = self.array_count(element_type, what)
         start = self.pos
         self.skip_array(element_type, count, what)
@@ -381,13 +382,7 @@ class _Parser:
             elif t == GGUFValueType.STRING:
                 self.skip_strings(n, what)
             elif n:
-                type_offset = self.pos
-                raw_type = self.unpack(_U32, f"{what} nested element type")
-                try:
-                    inner_type = GGUFValueType(raw_type)
-                except ValueError:
-                    raise self.fail(f"{what} nested element type", type_offset,
-                                    f"{raw_type} is not a GGUF value type (0..12)") from None
+                inner_type = self.value_type(f"{what} nested element type")
                 inner_count = self.array_count(inner_type, f"{what} nested")
                 stack.append((t, n - 1))
                 stack.append((inner_type, inner_count))
@@ -445,12 +440,7 @@ class _Parser:
         seen: set[str] = set()
         expected = 0
         for i in range(n_tensors):
-            name_offset = self.pos
-            name = self.string(f"tensor #{i} name", MAX_TENSOR_NAME_BYTES)
-            if not name:
-                raise self.fail(f"tensor #{i} name", name_offset, "empty tensor name")
-            if name in seen:
-                raise self.fail(f"tensor #{i} name", name_offset, f"duplicate tensor name {name!r}")
+            name = self.unique_name(f"tensor #{i} name", MAX_TENSOR_NAME_BYTES, seen, "tensor name")
             seen.add(name)
             what = f"tensor #{i} {name!r}"
             dims_offset = self.pos
