@@ -75,7 +75,8 @@ def models(json_: bool) -> None:
 
     reg = load_registry()
     rows = [{"name": e.name, "quant": e.quant, "size_bytes": e.size_bytes,
-             "source": "pypi" if e.pypi else "none", "state": "downloaded" if e.is_installed() else "absent",
+             "source": "pypi" if e.pypi else ("hf" if e.hf else "none"),
+             "state": "downloaded" if e.is_installed() else ("architecture only" if e.file is None else "absent"),
              "path": str(e.local_path()), "default": e.name == reg.default, "description": e.description}
             for e in reg.entries.values()]
     if json_:
