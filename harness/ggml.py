@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 # gguf 0.19.0 on PyPI lists Q8_1 as (32, 4 + 4 + 32); ggml's block_q8_1 is two halves and 32
@@ -54,3 +56,21 @@ def file_type_name(file_type: int) -> str:
     if name == "ALL_F32":
         return "F32"
     return name.removeprefix("MOSTLY_")
+
+
+# Every file type llama.cpp's quantizer produces, as users name them (llama-quantize's list).
+ALL_QUANTS: tuple[str, ...] = (
+    "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0",
+    "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
+    "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
+)
+# What `harness sizes` shows when no --quant is given.
+COMMON_QUANTS: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_XXS", "Q2_K",
+                                  "IQ2_M", "IQ2_XXS", "IQ1_M", "IQ1_S")
+
+
+def quant_in_name(file_name: str) -> str | None:
+    """The quant a file name claims ('…-Q4_K_M-00001-of-00005.gguf' -> 'Q4_K_M'), longest match."""
+    upper = file_name.upper()
+    found = [q for q in ALL_QUANTS if re.search(rf"(?<![A-Z0-9]){q}(?![A-Z0-9])", upper)]
+    return max(found, key=len) if found else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 GIB = 1 << 30
@@ -33,3 +34,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if ra else ("-" * (w + 2)) for w, ra in zip(widths, right)) + "|"
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'40GiB' -> 42949672960, '80GB' -> 80e9, '512' -> 512. Raises ValueError with the accepted forms."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size; write e.g. 40GiB, 80GB, 24000MiB or a number of bytes")
+    return int(float(m.group(1)) * _UNITS[unit])

@@ -1,0 +1,62 @@
+"""A MODEL argument to a header: a path (any shard), an installed registry file, or a registry entry
+known by its architecture only (built as the converter would, at the entry's quant by llama.cpp's
+rules)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gguf import Keys, LlamaFileType
+
+from . import ggml
+from .archmodel import build_header
+from .header import ModelHeader, model_header
+from .reader import KeyValue, TensorInfo
+from .registry import RegistryEntry, load_registry, resolve_path
+from .split import read_header
+
+# File types llama.cpp refuses to produce without an importance matrix (published files have one).
+IMATRIX_QUANTS = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K_S", "IQ3_XXS"}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    header: ModelHeader
+    entry: RegistryEntry | None
+    virtual: bool  # True: built from an architecture, no file behind it
+    claimed_quant: str | None  # what the registry entry or the file name says
+
+
+def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
+    """``header`` as llama.cpp's quantizer would write it at ``quant`` (types, bytes, offsets)."""
+    from .sizes import predict
+
+    pred = predict(header, quant, has_imatrix=quant in IMATRIX_QUANTS)
+    tensors, offset = [], 0
+    for t, p in zip(header.tensors, pred.tensors):
+        tensors.append(TensorInfo(t.name, t.shape, p.ggml_type, offset, p.n_bytes))
+        offset += -(-p.n_bytes // 32) * 32
+    shard = header.shards[0]
+    metadata = dict(shard.metadata)
+    ftype = int(LlamaFileType[f"MOSTLY_{quant}"])
+    metadata[Keys.General.FILE_TYPE] = replace(metadata[Keys.General.FILE_TYPE], value=ftype) \
+        if Keys.General.FILE_TYPE in metadata else KeyValue(Keys.General.FILE_TYPE, 4, 0, ftype)
+    virtual = replace(shard, name=f"{shard.name}@{quant}", file_bytes=offset, data_bytes=offset,
+                      metadata=metadata, tensors=tuple(tensors))
+    return model_header([virtual])
+
+
+def resolve_model(model: str) -> ResolvedModel:
+    p = Path(model).expanduser()
+    if p.exists() or os.sep in model or model.endswith(".gguf"):
+        path = resolve_path(model)
+        return ResolvedModel(model, read_header(path), None, False, ggml.quant_in_name(path.name))
+    reg = load_registry()
+    entry = reg.get(model)
+    if entry.file is None:
+        spec = reg.architectures[entry.architecture]
+        return ResolvedModel(model, at_quant(build_header(spec), entry.quant), entry, True, entry.quant)
+    return ResolvedModel(model, read_header(resolve_path(model)), entry, False, entry.quant)

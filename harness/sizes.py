@@ -1,0 +1,112 @@
+"""Exact size of a model at another quant level, before anything is downloaded or quantized.
+
+The types come from llama.cpp's own rules (harness.quant_rules), the bytes from the one size
+formula (harness.ggml.tensor_nbytes). Any header will do: an F16/BF16 original, or a file that is
+already quantized, since the rules read only names, shapes and architecture facts; tensors that
+llama.cpp never quantizes (norms, 1-d tensors) keep the type they have in that header.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from . import ggml
+from .header import ModelHeader, TypeTotal
+from .quant_rules import file_type, plan
+
+
+@dataclass(frozen=True)
+class PredictedTensor:
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    n_bytes: int
+    fallback: bool  # the row length forced a type other than the rules chose
+
+    @property
+    def type_name(self) -> str:
+        return ggml.type_name(self.ggml_type)
+
+
+@dataclass(frozen=True)
+class QuantPrediction:
+    quant: str  # llama.cpp's file type name, e.g. "Q4_K_M"
+    has_imatrix: bool
+    tensor_bytes: int
+    n_params: int
+    bits_per_weight: float
+    tensors: tuple[PredictedTensor, ...]  # in the header's order
+    type_totals: tuple[TypeTotal, ...]  # per ggml type, largest share of bytes first
+    n_fallback: int  # tensors demoted because their rows do not hold whole blocks
+
+    @property
+    def type_counts(self) -> dict[str, int]:
+        return {t.type_name: t.n_tensors for t in self.type_totals}
+
+
+def predict(header: ModelHeader, ftype_name: str, has_imatrix: bool = False) -> QuantPrediction:
+    """What llama.cpp's quantizer writes for ``header`` at ``ftype_name`` ('Q4_K_M', 'IQ2_XXS', ...).
+
+    Raises QuantRuleError (a HarnessError) where llama.cpp would refuse: an unknown file type, a
+    type that needs an importance matrix when ``has_imatrix`` is false, a row no type fits.
+    """
+    quant = file_type(ftype_name)
+    types = plan(header.tensors, header.arch, ftype_name, has_imatrix)
+    tensors = tuple(
+        PredictedTensor(t.name, t.shape, ggml_type, ggml.tensor_nbytes(t.shape, ggml_type), fell_back)
+        for t, ggml_type, fell_back in zip(header.tensors, types.types, types.fallback))
+    count: Counter[int] = Counter()
+    nbytes: Counter[int] = Counter()
+    nelem: Counter[int] = Counter()
+    n_params = 0
+    for t, src in zip(tensors, header.tensors):
+        count[t.ggml_type] += 1
+        nbytes[t.ggml_type] += t.n_bytes
+        nelem[t.ggml_type] += src.n_elements
+        n_params += src.n_elements
+    totals = sorted((TypeTotal(ggml.type_name(k), count[k], nbytes[k], nelem[k]) for k in count),
+                    key=lambda r: (-r.n_bytes, r.type_name))
+    name = "F32" if quant.name == "ALL_F32" else quant.name.removeprefix("MOSTLY_")
+    tensor_bytes = sum(t.n_bytes for t in tensors)
+    return QuantPrediction(
+        quant=name,
+        has_imatrix=has_imatrix,
+        tensor_bytes=tensor_bytes,
+        n_params=n_params,
+        bits_per_weight=tensor_bytes * 8 / n_params if n_params else 0.0,
+        tensors=tensors,
+        type_totals=tuple(totals),
+        n_fallback=types.n_fallback,
+    )
+
+
+@dataclass(frozen=True)
+class SizeRow:
+    """One row of `harness sizes`: a prediction, or why llama.cpp would refuse that quant."""
+
+    quant: str
+    prediction: QuantPrediction | None
+    refused: str | None  # llama.cpp's reason when it would not produce this quant
+    is_current: bool  # the quant the model's tensors are at now
+    fits_budget: bool | None  # None when no budget was given
+
+
+def size_rows(header: ModelHeader, quants: list[str], imatrix: bool | None, current: str | None,
+              budget_bytes: int | None = None) -> list[SizeRow]:
+    """Predict each quant. ``imatrix`` None means as llama.cpp is run for that type: with an importance
+    matrix exactly where it refuses to run without one (IQ1_*, IQ2_XXS/XS/S, Q2_K_S, IQ3_XXS)."""
+    from .errors import HarnessError
+    from .resolve import IMATRIX_QUANTS
+
+    rows = []
+    for q in quants:
+        use_imatrix = (q in IMATRIX_QUANTS) if imatrix is None else imatrix
+        try:
+            p = predict(header, q, has_imatrix=use_imatrix)
+        except HarnessError as exc:
+            rows.append(SizeRow(q, None, str(exc), q == current, None))
+            continue
+        fits = None if budget_bytes is None else p.tensor_bytes <= budget_bytes
+        rows.append(SizeRow(q, p, None, q == current, fits))
+    return rows
