@@ -97,9 +97,11 @@ def file_type(name: str) -> F:
     """A llama.cpp file type by its quantize name: 'Q4_K_M', 'IQ2_XXS', 'F16', 'F32'."""
     key = name.strip().upper()
     ft = F.ALL_F32 if key == "F32" else F.__members__.get("MOSTLY_" + key)
+    if ft is None:
+        raise QuantRuleError(f"unknown file type {name!r}; known file types: " + ", ".join(FILE_TYPE_NAMES))
     if ft not in DEFAULT_TYPE:
-        raise QuantRuleError(f"llama.cpp cannot quantize to {name!r}; known file types: "
-                             + ", ".join(FILE_TYPE_NAMES))
+        raise QuantRuleError(f"llama.cpp cannot quantize to {name!r} (it has no default tensor type for it); "
+                             "known file types: " + ", ".join(FILE_TYPE_NAMES))
     return ft
 
 
@@ -255,8 +257,8 @@ def visit_order(names: Sequence[str]) -> list[int]:
 
 # -- the rules ----------------------------------------------------------------------------------
 
-# Architectures whose loaders call a model LLM_TYPE_70B, the one size the rules care about
-# (attn_v gets more bits): block count -> extra condition.
+# LLM_TYPE_70B, the one model size the rules care about (its attn_v gets more bits): the block
+# count at which each architecture's loader (src/models/<arch>.cpp) names it; llama: below.
 _TYPE_70B_LAYERS = {"qwen2": 80, "deci": 80, "olmo": 80, "jais2": 68}
 
 

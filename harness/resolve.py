@@ -17,10 +17,6 @@ from .reader import KeyValue, TensorInfo
 from .registry import RegistryEntry, load_registry, resolve_path
 from .split import read_header
 
-# File types llama.cpp refuses to produce without an importance matrix (published files have one).
-IMATRIX_QUANTS = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K_S", "IQ3_XXS"}
-
-
 @dataclass(frozen=True)
 class ResolvedModel:
     name: str
@@ -32,9 +28,10 @@ class ResolvedModel:
 
 def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
     """``header`` as llama.cpp's quantizer would write it at ``quant`` (types, bytes, offsets)."""
-    from .sizes import predict
+    from .sizes import needs_imatrix, predict
 
-    pred = predict(header, quant, has_imatrix=quant in IMATRIX_QUANTS)
+    # published files of the types that need an importance matrix were made with one
+    pred = predict(header, quant, has_imatrix=needs_imatrix(header, quant))
     tensors, offset = [], 0
     for t, p in zip(header.tensors, pred.tensors):
         tensors.append(TensorInfo(t.name, t.shape, p.ggml_type, offset, p.n_bytes))

@@ -95,14 +95,13 @@ class SizeRow:
 def size_rows(header: ModelHeader, quants: list[str], imatrix: bool | None, current: str | None,
               budget_bytes: int | None = None) -> list[SizeRow]:
     """Predict each quant. ``imatrix`` None means as llama.cpp is run for that type: with an importance
-    matrix exactly where it refuses to run without one (IQ1_*, IQ2_XXS/XS/S, Q2_K_S, IQ3_XXS)."""
+    matrix exactly where it refuses to run without one (see needs_imatrix)."""
     from .errors import HarnessError
-    from .resolve import IMATRIX_QUANTS
 
     rows = []
     for q in quants:
-        use_imatrix = (q in IMATRIX_QUANTS) if imatrix is None else imatrix
         try:
+            use_imatrix = needs_imatrix(header, q) if imatrix is None else imatrix
             p = predict(header, q, has_imatrix=use_imatrix)
         except HarnessError as exc:
             rows.append(SizeRow(q, None, str(exc), q == current, None))
@@ -110,3 +109,9 @@ def size_rows(header: ModelHeader, quants: list[str], imatrix: bool | None, curr
         fits = None if budget_bytes is None else p.tensor_bytes <= budget_bytes
         rows.append(SizeRow(q, p, None, q == current, fits))
     return rows
+
+
+def needs_imatrix(header: ModelHeader, quant: str) -> bool:
+    """Whether llama.cpp refuses ``quant`` for this model without an importance matrix: per tensor,
+    so a model whose affected rows all fall back needs none."""
+    return any(plan(header.tensors, header.arch, quant, has_imatrix=False, check_imatrix=False).needs_imatrix)
