@@ -141,6 +141,72 @@ def sizes(model: str, quants: str, imatrix: bool | None, budget: str | None, jso
         click.echo(f"warning: {w}", err=True)
 
 
+def _size_option(value: str | None, name: str) -> int | None:
+    from .report import parse_size
+
+    try:
+        return parse_size(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--gpu", "gpu", default=None, metavar="PROFILE", help="GPU profile (default a100-40gb; see hardware.toml).")
+@click.option("--budget", default=None, metavar="SIZE", help="A bare memory budget per GPU instead of a profile.")
+@click.option("--gpus", default=1, show_default=True, help="How many GPUs of that kind.")
+@click.option("--rpc", "rpcs", multiple=True, metavar="HOST:PORT=SIZE", help="A llama.cpp RPC host as a device.")
+@click.option("--ctx", "n_ctx", default=4096, show_default=True, help="Context length (tokens).")
+@click.option("--kv-type", default="f16", show_default=True, type=click.Choice(["f16", "q8_0", "q4_0"]))
+@click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Micro-batch size.")
+@click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention (larger compute buffers).")
+@click.option("--host-ram", default=None, metavar="SIZE", help="Host RAM (default: this machine's).")
+@click.option("--host", "host_profile", default="ddr5-2ch", show_default=True, help="Host memory profile for speed.")
+@click.option("--reserve", default=None, metavar="SIZE", help="Runtime reserve per GPU (default: the profile's).")
+@click.option("--margin", default=0.02, show_default=True, help="Safety margin, a fraction of each budget.")
+@click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Evaluate this value instead of solving.")
+@click.option("--verify", is_flag=True, help="Load it with llama.cpp on the planned RPC devices and compare.")
+@click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
+def plan(model: str, gpu: str | None, budget: str | None, gpus: int, rpcs: tuple[str, ...], n_ctx: int, kv_type: str,
+         n_ubatch: int, no_flash_attn: bool, host_ram: str | None, host_profile: str, reserve: str | None,
+         margin: float, n_gpu_layers: int | None, verify: bool, json_: bool) -> None:
+    """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
+
+    \b
+    Examples:
+      harness plan 405b-q4_k_m --ctx 8192                 # one A100 40GB, the default
+      harness plan 70b-q4_k_m --gpu rtx-4090 --gpus 2
+      harness plan smollm2-135m-q4_1 --rpc 127.0.0.1:50052=60MiB --verify
+    """
+    from .planning import PlanRequest, make_plan, plan_json, render_plan
+
+    req = PlanRequest(model=model, gpu=gpu, budget_bytes=_size_option(budget, "--budget"), gpus=gpus,
+                      rpc=tuple(rpcs), n_ctx=n_ctx, kv_type=kv_type, n_ubatch=n_ubatch, flash_attn=not no_flash_attn,
+                      host_ram_bytes=_size_option(host_ram, "--host-ram"), host_profile=host_profile,
+                      reserve_bytes=_size_option(reserve, "--reserve"), margin_fraction=margin,
+                      n_gpu_layers=n_gpu_layers, verify=verify)
+    result = make_plan(req)
+    if json_:
+        _echo_json(plan_json(result))
+    else:
+        click.echo(render_plan(result))
+
+
+@cli.command("rpc-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=50052, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+def rpc_server(host: str, port: int, threads: int | None) -> None:
+    """Serve this host's CPU backend over llama.cpp's RPC protocol (lend its memory to a planner).
+
+    Stops promptly on Ctrl-C or SIGTERM. Anyone who can reach the port can use it: keep it on
+    loopback or a trusted network.
+    """
+    from .rpc import serve
+
+    serve(host, port, threads)
+
+
 @cli.command()
 @click.option("--json", "json_", is_flag=True, help="Print a JSON list instead of a table.")
 def models(json_: bool) -> None:

@@ -1,0 +1,127 @@
+"""Hardware profiles (hardware.toml) and facts about this host: RAM and measured memory bandwidth."""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+
+from . import settings
+from .errors import RegistryError
+
+
+@dataclass(frozen=True)
+class GPUProfile:
+    key: str
+    name: str
+    memory_bytes: int
+    bandwidth_gbps: float
+    fp16_tflops: float
+    link_gbps: float
+    efficiency: float
+    reserve_bytes: int
+
+    @property
+    def effective_bandwidth_bytes_per_s(self) -> float:
+        return self.bandwidth_gbps * 1e9 * self.efficiency
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    key: str
+    name: str
+    bandwidth_gbps: float
+    efficiency: float
+    fp16_tflops: float
+
+    @property
+    def effective_bandwidth_bytes_per_s(self) -> float:
+        return self.bandwidth_gbps * 1e9 * self.efficiency
+
+
+@dataclass(frozen=True)
+class Profiles:
+    gpus: dict[str, GPUProfile]
+    hosts: dict[str, HostProfile]
+
+    def gpu(self, key: str) -> GPUProfile:
+        try:
+            return self.gpus[key]
+        except KeyError:
+            raise RegistryError(f"no GPU profile {key!r}; known: {', '.join(self.gpus)} "
+                                "(or give --budget SIZE)") from None
+
+    def host(self, key: str) -> HostProfile:
+        try:
+            return self.hosts[key]
+        except KeyError:
+            raise RegistryError(f"no host profile {key!r}; known: {', '.join(self.hosts)}") from None
+
+
+def _build(cls: type, path: Path, section: str, key: str, raw: object):
+    where = f"{path}: [{section}.{key}]"
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where} must be a table")
+    names = {f.name: f.type for f in fields(cls) if f.name != "key"}
+    unknown = set(raw) - set(names)
+    missing = set(names) - set(raw)
+    if unknown or missing:
+        raise RegistryError(f"{where}: " + "; ".join(
+            ([f"unknown key(s) {', '.join(sorted(unknown))}"] if unknown else [])
+            + ([f"missing key(s) {', '.join(sorted(missing))}"] if missing else [])))
+    for k, v in raw.items():
+        want = {"int": int, "float": (int, float), "str": str}[names[k]]
+        if not isinstance(v, want) or isinstance(v, bool):
+            raise RegistryError(f"{where}: {k} must be a {names[k]}")
+    return cls(key=key, **raw)
+
+
+@cache
+def load_profiles(path: Path | None = None) -> Profiles:
+    path = path or settings.REPO_ROOT / "hardware.toml"
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RegistryError(f"{path}: cannot read hardware profiles: {exc}") from None
+    unknown = set(raw) - {"gpus", "hosts"}
+    if unknown:
+        raise RegistryError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    gpus = {k: _build(GPUProfile, path, "gpus", k, v) for k, v in raw.get("gpus", {}).items()}
+    hosts = {k: _build(HostProfile, path, "hosts", k, v) for k, v in raw.get("hosts", {}).items()}
+    return Profiles(gpus, hosts)
+
+
+def host_ram_bytes() -> int:
+    """Total physical memory of this host (MemTotal), or 0 where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def host_available_bytes() -> int:
+    """MemAvailable from /proc/meminfo: what can be allocated without swapping (0 if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure_host_read_bandwidth(n_bytes: int = 256 << 20, repeats: int = 5) -> float:
+    """Bytes/s this host reads from RAM: the best of ``repeats`` sums over a buffer much larger than
+    any cache (numpy, one thread; llama.cpp's threads can reach more on many-core hosts)."""
+    import numpy as np
+
+    data = np.ones(n_bytes // 8, dtype=np.int64)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - t)
+    return n_bytes / best
