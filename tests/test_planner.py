@@ -92,7 +92,7 @@ def test_405b_on_one_a100_40gb() -> None:
 
 def test_verify_adds_llama_cpp_numbers(server) -> None:
     # with the default 2% safety margin, which absorbs the modelled compute buffer's error
-    result = CliRunner().invoke(cli, ["plan", SMOLLM, "--rpc", f"{server.endpoint}=150MiB", "--ctx", "1024",
+    result = CliRunner().invoke(cli, ["plan", SMOLLM, "--rpc", f"{server.endpoint}=150MiB", "--ctx", "2048",
                                       "--verify", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
