@@ -195,7 +195,7 @@ def plan(model: str, gpu: str | None, budget: str | None, gpus: int, rpcs: tuple
 @cli.command("rpc-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=50052, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's, half the cores).")
 def rpc_server(host: str, port: int, threads: int | None) -> None:
     """Serve this host's CPU backend over llama.cpp's RPC protocol (lend its memory to a planner).
 

@@ -22,6 +22,10 @@ Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source an
   also when there is no offload device at all: with no GPU and no RPC device llama.cpp still prints
   "offloaded 10/31 layers to GPU" and keeps everything on the CPU. Only the devices it says it is
   `using device …` and their buffers prove an offload (`EngineReport.n_layers_on_devices`).
+- **What a model buffer holds.** `CPU_Mapped` is the mmapped file range from the first to the last
+  host tensor, so with partial offload it can include offloaded tensors' bytes (SmolLM2, 10 of 31
+  layers on RPC: CPU_Mapped 92.10 MiB = the whole file, RPC0 47.71 MiB). A tied output weight is
+  copied to the device holding the output layer (SmolLM2: token_embd's 28.69 MiB on RPC0 at 1 layer).
 - **Context length.** n_ctx is padded up to a multiple of 256 (`GGML_PAD(n_ctx, 256)`); the KV cache
   then has that many cells (SWA layers of an iSWA model get their own, smaller cache).
 - **KV cache types.** `type_k`/`type_v` are ggml type ids: f32, f16 (default), bf16, q8_0, q4_0,
@@ -34,10 +38,16 @@ Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source an
   disabled"), DISABLED = 0, ENABLED = 1. There is no `flash_attn` bool any more.
 - **Simulated allocation.** `llama_model_params.no_alloc` with `load_mode = LLAMA_LOAD_MODE_NONE`
   (0) loads only metadata; compute buffers are then reported as a real allocation would have them,
-  while model and KV buffers print as 0.00 MiB. No decode is possible. With the default load mode
-  (AUTO = -1, which picks mmap) a GGML_ASSERT aborts the process, so both are set together here.
+  while model and KV buffers print as 0.00 MiB (the `llama_kv_cache: size = …` summary line still gives
+  the KV size that would have been allocated). Host weights print as `CPU`, not `CPU_Mapped`. No decode.
+  With the default load mode (AUTO = -1, which picks mmap) a GGML_ASSERT aborts the process, so
+  both are set together here.
 - **Load errors.** `llama_model_load_from_file` returns NULL; the reason is only in the log
   (`llama_model_load: error loading model: …`). EngineError carries those lines.
+- **Aborts.** Some failures are GGML_ABORT/GGML_ASSERT, which end the process and cannot be caught:
+  an RPC server that cannot be reached or dies mid-load ("Remote RPC server crashed…"), an RPC protocol
+  mismatch. Endpoints are therefore probed (harness.rpc.connect) before llama.cpp sees them; a server
+  dying during a load still takes this process down. Run loads in a child process where that matters.
 - **Log levels** of this ggml: DEBUG = 1, INFO = 2, WARN = 3, ERROR = 4, CONT = 5 (continues the
   previous line). llama-cpp-python's own `_logger` still maps 1 to INFO; it is restored afterwards.
 """
@@ -82,9 +92,9 @@ _USING_DEVICE_RE = re.compile(r"using device (?P<name>\S+) \((?P<desc>.*)\) \((?
 _N_CTX_RE = re.compile(r"^llama_context: n_ctx += (?P<n>\d+)$")
 _FA_SET_RE = re.compile(r"^llama_context: flash_attn += (?P<v>\w+)$")
 _FA_RESOLVED_RE = re.compile(r"Flash Attention (?P<v>enabled|not supported)")
-_KV_SIZE_RE = re.compile(r"^llama_kv_cache: size = +(?P<mib>\d+\.\d+) MiB \( *(?P<cells>\d+) cells, +(?P<layers>\d+) "
-                         r"layers, +(?P<seqs>\d+)/(?P<streams>\d+) seqs\), K \((?P<tk>\w+)\): +(?P<k_mib>\d+\.\d+) MiB, "
-                         r"V \((?P<tv>\w+)\): +(?P<v_mib>\d+\.\d+) MiB$")
+_KV_SIZE_RE = re.compile(r"^llama_kv_cache: size = +(?P<mib>\d+\.\d+) MiB \( *(?P<cells>\d+) cells, "
+                         r"+(?P<layers>\d+) layers, +(?P<seqs>\d+)/(?P<streams>\d+) seqs\), "
+                         r"K \((?P<tk>\w+)\): +(?P<k_mib>\d+\.\d+) MiB, V \((?P<tv>\w+)\): +(?P<v_mib>\d+\.\d+) MiB$")
 
 
 class EngineError(HarnessError):
@@ -356,8 +366,8 @@ def _failure(what: str, capture: LogCapture) -> EngineError:
 def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
                     devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
                     flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
-                    n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True, n_decode_tokens: int = 8,
-                    no_alloc: bool = False) -> EngineReport:
+                    n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True,
+                    n_decode_tokens: int = 8, no_alloc: bool = False) -> EngineReport:
     """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
     tokens, and return llama.cpp's own account of every buffer.
 
