@@ -17,7 +17,7 @@ and Gemma 3 on the CPU and RPC backends; tests/test_planner.py holds them to it.
 from __future__ import annotations
 
 from .header import ModelHeader
-from .placement import ContextParams, kv_cells
+from .placement import ContextParams, kv_cells, swa_layers
 
 
 def compute_bytes(header: ModelHeader, cp: ContextParams, holds_layers: bool, holds_output: bool,
@@ -25,21 +25,35 @@ def compute_bytes(header: ModelHeader, cp: ContextParams, holds_layers: bool, ho
     """Peak compute buffer of one device. The host also keeps the graph inputs (token embeddings
     gathered, positions, the mask) even when every layer is offloaded."""
     a = header.arch
-    n_ub = min(cp.n_ubatch, cp.n_batch)
+    n_ub = min(cp.n_ubatch, cp.n_batch, kv_cells(header, cp).base)
     n_embd = a.n_embd or 0
     n_ff = max(a.n_ff or (0,), default=0)
     n_head = max(a.n_head or (0,), default=0)
-    n_kv = kv_cells(header, cp).base
+    n_q = n_head * (a.key_length or 0)
+    cells = kv_cells(header, cp)
+    n_kv, n_kv_swa = cells.base, (cells.swa if any(swa_layers(header)) else 0)
     mask = n_kv * n_ub * (2 if cp.flash_attn else 4)
-    phases = [mask + n_ub * 2 * n_embd * 4 if is_host else 0]
+    if is_host or (holds_output and holds_layers):
+        # the device that also runs the graph's start or end (fitted on single-device loads)
+        phases = [mask + n_ub * 2 * n_embd * 4 if is_host else 0]
+        if holds_output:  # on the host the inputs and mask are still alive when the logits are computed
+            extra = n_ub * 3 * n_embd * 4 + mask if is_host else 0
+            phases.append(n_ub * ((a.n_vocab or 0) + n_embd) * 4 + extra)
+        if holds_layers:
+            ffn = n_ub * (3 * n_ff + 4 * n_embd) * 4
+            attn = 0 if cp.flash_attn else n_kv * n_ub * n_head * 4 + n_ub * 6 * n_embd * 4
+            phases.append(mask + max(ffn, attn))
+        return max(phases)
+    phases = [0]
     if holds_output:
-        # on the host the inputs and mask are still alive when the logits are computed
-        extra = mask + n_ub * 3 * n_embd * 4 if is_host else 0
-        phases.append(n_ub * ((a.n_vocab or 0) + n_embd) * 4 + extra)
+        phases.append(n_ub * ((a.n_vocab or 0) + n_embd) * 4)
     if holds_layers:
-        ffn = n_ub * (3 * n_ff + 4 * n_embd) * 4
-        attn = 0 if cp.flash_attn else n_kv * n_ub * n_head * 4 + n_ub * 6 * n_embd * 4
-        phases.append(mask + max(ffn, attn))
+        # a device in the middle of a split: it also holds copies of the graph inputs it needs; fitted on
+        # SmolLM2 and Gemma 3 (two RPC devices, 1k-8k context, with and without flash attention)
+        ffn = n_ub * ((3 * n_ff + 7 * n_embd) * 4 + (8 if cp.flash_attn else 16) * (n_kv + n_kv_swa))
+        attn = 0 if cp.flash_attn else n_ub * (n_kv * (4 * n_head + 16) + 16 * n_kv_swa
+                                               + int(10.7 * max(n_q, n_embd)) * 4)
+        phases.append(max(ffn, attn))
     return max(phases)
 
 

@@ -367,7 +367,8 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
                     devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
                     flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
                     n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True,
-                    n_decode_tokens: int = 8, no_alloc: bool = False) -> EngineReport:
+                    n_decode_tokens: int = 8, no_alloc: bool = False,
+                    tensor_split: Sequence[float] = ()) -> EngineReport:
     """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
     tokens, and return llama.cpp's own account of every buffer.
 
@@ -377,6 +378,8 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
     swa_full: full-size SWA cache (None: the bindings' default, True; llama.cpp's CLI default is False,
     which sizes the SWA cache to the window plus a ubatch instead of n_ctx).
     no_alloc: simulate allocations (compute buffers only; model and KV print as 0; no decode).
+    tensor_split: one weight per device (llama_model_params.tensor_split); empty: llama.cpp splits by
+    the devices' free memory.
     Everything llama.cpp allocated is freed before returning, also on errors.
     """
     from . import rpc
@@ -398,6 +401,12 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
     if dev_handles:
         mparams.devices = ctypes.cast(device_array, ctypes.c_void_p).value
     mparams.n_gpu_layers = n_gpu_layers
+    split_array = None
+    if tensor_split:
+        if len(tensor_split) != len(dev_handles):
+            raise EngineError(f"tensor_split has {len(tensor_split)} entries for {len(dev_handles)} devices")
+        split_array = (ctypes.c_float * max(llama_cpp.llama_max_devices(), len(tensor_split)))(*tensor_split)
+        mparams.tensor_split = split_array
     if no_alloc:
         missing = [f for f in ("no_alloc", "load_mode") if not _has_field(llama_cpp.llama_model_params, f)]
         if missing:

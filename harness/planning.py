@@ -148,18 +148,18 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
     if not endpoints or len(endpoints) != len(devices):
         raise HarnessError("--verify loads the model on the planned devices; only llama.cpp RPC devices (--rpc) "
                            "can be verified on this machine")
-    if len(endpoints) > 1:
-        raise HarnessError("--verify supports one RPC device so far")
     plan = result.plan
     path = resolved.header.paths[0]
     report = load_and_report(path, plan.n_gpu_layers, plan.context.n_ctx, endpoints,
                              type_k=plan.context.type_k, type_v=plan.context.type_v,
                              flash_attn=plan.context.flash_attn, n_ubatch=plan.context.n_ubatch,
-                             swa_full=plan.context.swa_full, decode=True)
+                             swa_full=plan.context.swa_full, decode=True, tensor_split=plan.tensor_split)
     actual = {}
-    rpc = report.rpc_buffers
-    for d, b in zip(plan.devices, rpc):
-        actual[d.name] = Actual(b.model_bytes, b.kv_bytes, b.compute_bytes)
+    for d, endpoint in zip(plan.devices, endpoints):
+        # llama.cpp names a buffer RPC<index on that server>[endpoint]
+        bufs = [b for b in report.rpc_buffers if b.name.endswith(f"[{endpoint}]")]
+        actual[d.name] = Actual(sum(b.model_bytes for b in bufs), sum(b.kv_bytes for b in bufs),
+                                sum(b.compute_bytes for b in bufs))
     host = [b for b in report.host_buffers]
     actual["host"] = Actual(sum(b.model_bytes for b in host), sum(b.kv_bytes for b in host),
                             sum(b.compute_bytes for b in host))

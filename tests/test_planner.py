@@ -100,3 +100,56 @@ def test_verify_adds_llama_cpp_numbers(server) -> None:
     assert out["n_layers_offloaded_actual"] == out["n_gpu_layers"] > 0
     assert abs(dev["weights_bytes"] - dev["actual"]["weights_bytes"]) <= MIB_PRINT_TOLERANCE_BYTES
     assert dev["actual"]["total_bytes"] <= dev["budget_bytes"]
+
+
+def test_two_rpc_devices_split_as_planned(server) -> None:
+    """Two offload devices: the solver's tensor_split gives llama.cpp exactly the planned layers."""
+    with RpcServer() as second:
+        args = ["plan", GEMMA, "--rpc", f"{server.endpoint}=300MiB", "--rpc", f"{second.endpoint}=700MiB",
+                "--ctx", "2048", "--verify", "--json"]
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["n_layers_offloaded_actual"] == out["n_gpu_layers"] and len(out["devices"]) == 2
+    assert all(d["n_layers"] > 0 or d["holds_output"] for d in out["devices"])
+    for d in out["devices"]:
+        assert abs(d["weights_bytes"] - d["actual"]["weights_bytes"]) <= MIB_PRINT_TOLERANCE_BYTES
+        assert abs(d["kv_bytes"] - d["actual"]["kv_bytes"]) <= 2 * MIB_PRINT_TOLERANCE_BYTES
+        assert d["actual"]["total_bytes"] <= d["budget_bytes"]
+
+
+def test_host_short_of_ram_cannot_run() -> None:
+    result = CliRunner().invoke(cli, ["plan", "405b-q4_k_m", "--host-ram", "64GiB", "--json"])
+    out = json.loads(result.stdout)
+    assert out["verdict"] == "cannot run" and out["host"]["total_bytes"] > out["host"]["ram_bytes"]
+
+
+_GRID = [(ngl, ctx, fa) for ngl in (5, 19) for ctx in (1024, 4096) for fa in (True, False)]
+
+
+@pytest.mark.parametrize("name", [SMOLLM, GEMMA])
+def test_compute_buffers_against_simulated_allocation(server, name) -> None:
+    """The modelled compute buffers against llama.cpp's no_alloc reservation, which reports them exactly
+    as a real allocation would: one device, and two devices where the first holds only layers."""
+    from harness.buffers import compute_bytes
+
+    path = real_model(name)
+    header = read_header(path)
+    worst = 0.0
+    for ngl, ctx, fa in _GRID:
+        cp = ContextParams(n_ctx=ctx, flash_attn=fa)
+        r = load_and_report(path, ngl, ctx, [server.endpoint], flash_attn=fa, swa_full=False, decode=False,
+                            no_alloc=True)
+        [rpc] = r.rpc_buffers
+        predicted = compute_bytes(header, cp, ngl > 1, True)
+        worst = max(worst, abs(predicted - rpc.compute_bytes) / rpc.compute_bytes)
+    with RpcServer() as second:
+        n_layer = header.arch.n_layer
+        for ctx, fa in ((1024, True), (4096, False)):
+            cp = ContextParams(n_ctx=ctx, flash_attn=fa)
+            r = load_and_report(path, n_layer + 1, ctx, [server.endpoint, second.endpoint], flash_attn=fa,
+                                swa_full=False, decode=False, no_alloc=True, tensor_split=[n_layer, 1.0])
+            middle = next(b for b in r.rpc_buffers if b.name.endswith(f"[{server.endpoint}]"))
+            predicted = compute_bytes(header, cp, True, False)
+            worst = max(worst, abs(predicted - middle.compute_bytes) / middle.compute_bytes)
+    assert worst <= 0.05
