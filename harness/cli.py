@@ -161,7 +161,8 @@ def _size_option(value: str | None, name: str) -> int | None:
 @click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Micro-batch size.")
 @click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention (larger compute buffers).")
 @click.option("--host-ram", default=None, metavar="SIZE", help="Host RAM (default: this machine's).")
-@click.option("--host", "host_profile", default="ddr5-2ch", show_default=True, help="Host memory profile for speed.")
+@click.option("--host", "host_profile", default="ddr5-2ch", show_default=True,
+              help="Host memory profile for speed; 'this' measures this machine now.")
 @click.option("--reserve", default=None, metavar="SIZE", help="Runtime reserve per GPU (default: the profile's).")
 @click.option("--margin", default=0.02, show_default=True, help="Safety margin, a fraction of each budget.")
 @click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Evaluate this value instead of solving.")
@@ -190,6 +191,34 @@ def plan(model: str, gpu: str | None, budget: str | None, gpus: int, rpcs: tuple
         _echo_json(plan_json(result))
     else:
         click.echo(render_plan(result))
+
+
+@cli.command()
+@click.option("--measure", is_flag=True, help="Also measure this host's memory bandwidth and compute.")
+@click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
+def hardware(measure: bool, json_: bool) -> None:
+    """The hardware profiles plans are made for (hardware.toml), and this host's RAM."""
+    from dataclasses import asdict
+
+    from .hardware import host_available_bytes, host_ram_bytes, load_profiles, measured_host_profile
+    from .report import human_bytes, table
+
+    prof = load_profiles()
+    hosts = list(prof.hosts.values()) + ([measured_host_profile()] if measure else [])
+    if json_:
+        _echo_json({"gpus": [asdict(g) for g in prof.gpus.values()], "hosts": [asdict(h) for h in hosts],
+                    "this_host": {"ram_bytes": host_ram_bytes(), "available_bytes": host_available_bytes()}})
+        return
+    click.echo(table(["gpu", "name", "memory", "bandwidth GB/s", "efficiency", "fp16 TFLOPS", "link GB/s", "reserve"],
+                     [[g.key, g.name, human_bytes(g.memory_bytes), g.bandwidth_gbps, g.efficiency, g.fp16_tflops,
+                       g.link_gbps, human_bytes(g.reserve_bytes)] for g in prof.gpus.values()],
+                     right=[False, False, True, True, True, True, True, True]))
+    click.echo()
+    click.echo(table(["host", "name", "bandwidth GB/s", "efficiency", "effective GB/s"],
+                     [[h.key, h.name, f"{h.bandwidth_gbps:.1f}", h.efficiency,
+                       f"{h.bandwidth_gbps * h.efficiency:.1f}"] for h in hosts],
+                     right=[False, False, True, True, True]))
+    click.echo(f"\nthis host: {human_bytes(host_ram_bytes())} RAM, {human_bytes(host_available_bytes())} available")
 
 
 @cli.command("rpc-server")

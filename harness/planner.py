@@ -16,6 +16,12 @@ from .header import ModelHeader
 from .placement import ContextParams, Placement, kv_bytes_per_layer, place
 
 
+# Per-token fixed costs (DESIGN.md: "+ fixed overhead"): what keeps a small model far below its
+# bandwidth bound. Assumptions, not measurements; the bench compares them with measured speed.
+LAYER_OVERHEAD_S = 40e-6
+HOST_LAYER_OVERHEAD_S = 10e-6
+
+
 @dataclass(frozen=True)
 class Device:
     """One offload device: a GPU (from a profile or a bare budget) or a llama.cpp RPC host."""
@@ -234,7 +240,11 @@ def predict_speed(header: ModelHeader, p: Placement, devices: list[Device], host
         bw = host.bandwidth_bytes_per_s if d == -1 else devices[d].bandwidth_bytes_per_s
         if n_bytes > 0 and bw > 0:
             t_token += n_bytes / bw
-    t_token += 20e-6 * (1 + len([d for d in read if d != -1]))  # launch and synchronisation overhead
+    # fixed overhead: kernel launches per layer on a device (~10 ops x ~4 us), a hop per device
+    n_layer = header.arch.n_layer
+    for il, d in enumerate(p.layer_device[:n_layer]):
+        t_token += LAYER_OVERHEAD_S if d != -1 else HOST_LAYER_OVERHEAD_S
+    t_token += 20e-6 * (1 + len([d for d in read if d != -1]))
     tg = 1.0 / t_token if t_token > 0 else 0.0
 
     n_ub = min(cp.n_ubatch, cp.n_batch)
@@ -247,6 +257,7 @@ def predict_speed(header: ModelHeader, p: Placement, devices: list[Device], host
         t_ub = 2 * params * n_ub / flops + (host_bytes / link if n_ub >= 32 and link > 0 else 0.0)
     else:
         t_ub = 2 * params * n_ub / host.flops if host.flops else 0.0
+    t_ub += n_layer * LAYER_OVERHEAD_S * 4  # larger batches: more, longer kernels per layer
     pp = n_ub / t_ub if t_ub > 0 else 0.0
     return tg, pp
 

@@ -97,7 +97,12 @@ def make_plan(req: PlanRequest) -> PlanResult:
             base = Device.from_profile(profiles.gpu(gpu_key), 0, reserve_bytes=req.reserve_bytes)
         devices = [Device(f"{gpu_key or 'gpu'}#{i}", *_fields_after_name(base)) for i in range(req.gpus)] + devices
     ram = req.host_ram_bytes if req.host_ram_bytes is not None else host_ram_bytes()
-    host = Host.from_profile(profiles.host(req.host_profile), ram)
+    if req.host_profile == "this":
+        from .hardware import measured_host_profile
+
+        host = Host.from_profile(measured_host_profile(), ram)
+    else:
+        host = Host.from_profile(profiles.host(req.host_profile), ram)
     try:
         cp = ContextParams(n_ctx=req.n_ctx, n_ubatch=req.n_ubatch, type_k=req.kv_type, type_v=req.kv_type,
                            flash_attn=req.flash_attn or req.kv_type != "f16")
@@ -226,8 +231,9 @@ def render_plan(r: PlanResult) -> str:
                           human_bytes(a.compute_bytes), "", human_bytes(a.total_bytes), ""])
     lines += ["", table(["", "weights", "KV", "compute", "output", "total", "RAM"], host_rows,
                         right=[False] + [True] * 6)]
-    lines += ["", f"predicted: {p.predicted_tg_tokens_per_s:.2f} tokens/s generation, "
-                  f"{p.predicted_pp_tokens_per_s:.1f} tokens/s prompt processing"]
+    lines += ["", f"predicted: {p.predicted_tg_tokens_per_s:.2f} tokens/s generation (memory-bandwidth bound, "
+                  f"at the profiles' efficiency), up to {p.predicted_pp_tokens_per_s:.0f} tokens/s prompt processing "
+                  "(compute / PCIe bound)"]
     if r.n_layers_offloaded_actual is not None:
         lines.append(f"llama.cpp offloaded {r.n_layers_offloaded_actual}/{p.n_layers_total} layers")
     if not p.fits_fully and not p.host.fits:

@@ -153,3 +153,42 @@ def test_compute_buffers_against_simulated_allocation(server, name) -> None:
             predicted = compute_bytes(header, cp, True, False)
             worst = max(worst, abs(predicted - middle.compute_bytes) / middle.compute_bytes)
     assert worst <= 0.05
+
+
+def test_hardware_profiles_and_this_host() -> None:
+    result = CliRunner().invoke(cli, ["hardware", "--json"])
+    out = json.loads(result.stdout)
+    keys = {g["key"] for g in out["gpus"]}
+    assert {"a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "rtx-4090", "rtx-3090"} <= keys
+    assert {"ddr4-2ch", "ddr5-2ch", "ddr5-8ch", "ddr5-12ch"} <= {h["key"] for h in out["hosts"]}
+    assert out["this_host"]["ram_bytes"] > 0
+
+
+def test_rpc_server_command_stops_on_sigterm() -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from harness.rpc import free_port, probe
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "rpc-server", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe("127.0.0.1", port)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "rpc-server did not start"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(Exception):
+        probe("127.0.0.1", port, timeout_s=0.5)
