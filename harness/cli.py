@@ -193,6 +193,182 @@ def plan(model: str, gpu: str | None, budget: str | None, gpus: int, rpcs: tuple
         click.echo(render_plan(result))
 
 
+def _plan_options(f):
+    """The placement options shared by run and bench (plan has its own, richer set)."""
+    f = click.option("--gpu", default=None, metavar="PROFILE", help="Plan for this GPU profile's speed.")(f)
+    f = click.option("--budget", default=None, metavar="SIZE", help="Memory budget per local GPU.")(f)
+    f = click.option("--rpc", "rpcs", multiple=True, metavar="HOST:PORT=SIZE", help="A llama.cpp RPC device.")(f)
+    f = click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Force this value.")(f)
+    f = click.option("--kv-type", default="f16", show_default=True, type=click.Choice(["f16", "q8_0", "q4_0"]))(f)
+    f = click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")(f)
+    f = click.option("--force", is_flag=True, help="Run even when the plan says it does not fit.")(f)
+    return f
+
+
+def _memory_json(plan, report) -> dict:
+    predicted = {d.name: {"weights_bytes": d.weights_bytes, "kv_bytes": d.kv_bytes, "compute_bytes": d.compute_bytes,
+                          "total_bytes": d.weights_bytes + d.kv_bytes + d.compute_bytes} for d in plan.devices}
+    predicted["host"] = {"weights_bytes": plan.host.weights_bytes, "kv_bytes": plan.host.kv_bytes,
+                         "compute_bytes": plan.host.compute_bytes, "total_bytes": plan.host.total_bytes}
+    actual = {b.name: {"weights_bytes": b.model_bytes, "kv_bytes": b.kv_bytes, "compute_bytes": b.compute_bytes,
+                       "output_bytes": b.output_bytes, "total_bytes": b.total_bytes} for b in report.buffers}
+    return {"predicted": predicted, "actual": actual}
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("prompt")
+@click.option("--max-tokens", default=128, show_default=True)
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy.")
+@click.option("--top-p", default=1.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--ctx", "n_ctx", default=4096, show_default=True)
+@click.option("--chat", is_flag=True, help="Apply the model's chat template (rendered in a sandbox).")
+@click.option("--system", default=None, help="A system message (with --chat).")
+@_plan_options
+@click.option("--json", "json_", is_flag=True, help="Print one JSON object at the end instead of streaming.")
+def run(model: str, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int, n_ctx: int, chat: bool,
+        system: str | None, gpu: str | None, budget: str | None, rpcs: tuple[str, ...], n_gpu_layers: int | None,
+        kv_type: str, threads: int | None, force: bool, json_: bool) -> None:
+    """Answer PROMPT with MODEL, loaded with the planned split; tokens stream to stdout.
+
+    PROMPT "-" reads standard input. A summary (tokens/s, layers offloaded as llama.cpp reports them,
+    memory per device predicted vs actual) follows on stderr. Ctrl-C stops and still summarises.
+
+    \b
+    Examples:
+      harness run gemma3-270m-q4_k_m "The capital of France is" --chat
+      echo "Write a haiku" | harness run smollm2-135m-q4_1 - --chat --temperature 0.7
+    """
+    from .planning import PlanRequest
+    from .runner import Sampling, run_prompt
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    req = PlanRequest(model=model, gpu=gpu, budget_bytes=_size_option(budget, "--budget"), rpc=rpcs, n_ctx=n_ctx,
+                      kv_type=kv_type, n_gpu_layers=n_gpu_layers)
+
+    def stream(piece: str) -> None:
+        click.echo(piece, nl=False)
+
+    result = run_prompt(req, prompt, max_tokens, Sampling(temperature, top_p, seed), chat, system, force, threads,
+                        None if json_ else stream)
+    g = result.generation
+    if json_:
+        _echo_json({"text": g.text, "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                    "n_gpu_layers": result.plan.n_gpu_layers, "n_layers_offloaded": result.n_layers_offloaded,
+                    "stopped": g.stopped,
+                    "timings": {"load_s": round(result.load_s, 4), "prompt_s": round(g.prompt_s, 4),
+                                "generation_s": round(g.generation_s, 4),
+                                "pp_tokens_per_s": round(g.pp_tokens_per_s, 2),
+                                "tg_tokens_per_s": round(g.tg_tokens_per_s, 2)},
+                    "memory": _memory_json(result.plan, result.report)})
+        return
+    click.echo()
+    from .report import human_bytes
+
+    mem = "; ".join(f"{d.name} {human_bytes(d.weights_bytes + d.kv_bytes + d.compute_bytes)} predicted / "
+                    f"{human_bytes(sum(b.total_bytes for b in result.report.rpc_buffers if d.name.endswith(']') and b.name.endswith(d.name[d.name.index('['):])))} actual"
+                    for d in result.plan.devices)
+    click.echo(f"[{g.prompt_tokens} prompt tokens at {g.pp_tokens_per_s:.1f}/s, {g.completion_tokens} generated at "
+               f"{g.tg_tokens_per_s:.1f}/s, stopped: {g.stopped}; llama.cpp offloaded "
+               f"{result.n_layers_offloaded}/{result.plan.n_layers_total} layers (planned {result.plan.n_gpu_layers})"
+               + (f"; {mem}" if mem else "; no offload device here: everything on the CPU") + "]", err=True)
+
+
+@cli.command()
+@click.argument("model", default="gemma3-270m-q4_k_m")
+@click.option("--reps", default=5, show_default=True, help="Repetitions of each test (after a warm-up).")
+@click.option("--pp", "n_prompt", default=512, show_default=True, help="Prompt tokens (0: skip).")
+@click.option("--tg", "n_gen", default=128, show_default=True, help="Generated tokens (0: skip).")
+@click.option("--ctx", "n_ctx", default=None, type=int, help="Context (default: enough for pp + tg).")
+@_plan_options
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write results.json/.md here.")
+@click.option("--json", "json_", is_flag=True, help="Print llama-bench-style JSON records instead of a table.")
+def bench(model: str, reps: int, n_prompt: int, n_gen: int, n_ctx: int | None, gpu: str | None, budget: str | None,
+          rpcs: tuple[str, ...], n_gpu_layers: int | None, kv_type: str, threads: int | None, force: bool,
+          out_dir: str | None, json_: bool) -> None:
+    """Benchmark MODEL the way llama-bench does, with the planned split.
+
+    Prints a markdown table (progress on stderr): pp and tg tokens/s (mean ± stddev over --reps after
+    a warm-up), against a bare llama-cpp-python decode loop measured in the same run; load time, peak
+    RSS, memory per device predicted vs actual, and generation speed against this host's measured
+    bandwidth bound. A model that cannot run here (a registry entry known by architecture only, or a
+    plan that does not fit) prints what it would take and exits with status 10.
+    """
+    from .bench import CannotRunHere, bench_model, records
+    from .planning import PlanRequest
+    from .resolve import resolve_model
+
+    req = PlanRequest(model=model, gpu=gpu, budget_bytes=_size_option(budget, "--budget"), rpc=rpcs,
+                      n_ctx=n_ctx or max(512, n_prompt + n_gen), kv_type=kv_type, n_gpu_layers=n_gpu_layers)
+    try:
+        result = bench_model(req, reps, n_prompt, n_gen, threads, force, lambda m: click.echo(m, err=True))
+    except CannotRunHere as exc:
+        click.echo(str(exc))
+        sys.exit(CannotRunHere.exit_code)
+    header = resolve_model(model).header
+    recs = records(result, header)
+    md = _bench_markdown(result, recs)
+    if out_dir:
+        _write_results(out_dir, recs, md)
+    click.echo(json.dumps(recs, indent=2) if json_ else md)
+
+
+def _bench_markdown(result, recs: list[dict]) -> str:
+    from .report import human_bytes, table
+
+    r0 = recs[0]
+    rows = [[result.model, human_bytes(r0["model_size"]), f"{r0['model_n_params'] / 1e6:.0f} M",
+             r0["n_gpu_layers"], r0["n_threads"], t.test, f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
+             f"{t.baseline_avg_ts:.2f}", f"{100 * t.overhead_ratio:.1f}%"] for t in result.tests]
+    lines = [table(["model", "size", "params", "ngl", "threads", "test", "t/s", "bare loop t/s", "harness/bare"],
+                   rows, right=[False, True, True, True, True, False, True, True, True])]
+    lines.append("")
+    lines.append(f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
+                 f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers")
+    tg = next((r for r in recs if r["n_gen"]), None)
+    if tg:
+        bound = tg["bound_tg_tokens_per_s"]
+        lines.append(f"generation: predicted {tg['predicted_tg_tokens_per_s']:.1f} t/s, measured {tg['avg_ts']:.1f} t/s"
+                     + (f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
+                        f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sum over 256 MiB), measured = "
+                        f"{100 * tg['bound_fraction']:.0f}% of it" if bound else ""))
+    mem = [[name, human_bytes(pred), human_bytes(sum(v for k, v in result_actual(recs).items()
+                                                        if _same_device(name, k)))]
+           for name, pred in r0["memory_predicted"].items()]
+    lines.append("")
+    lines.append(table(["memory", "predicted", "llama.cpp"], mem, right=[False, True, True]))
+    return "\n".join(lines)
+
+
+def result_actual(recs: list[dict]) -> dict:
+    return recs[0]["memory_actual"]
+
+
+def _same_device(planned: str, buffer_name: str) -> bool:
+    if planned == "host":
+        return not buffer_name.startswith(("RPC", "CUDA"))
+    if "[" in planned:
+        return buffer_name.endswith(planned[planned.index("["):])
+    return buffer_name.startswith(planned)
+
+
+def _write_results(out_dir: str, recs: list[dict], md: str) -> None:
+    from pathlib import Path
+
+    from .assets import atomic_output
+
+    d = Path(out_dir)
+    with atomic_output(d / "results.json") as f:
+        f.write(json.dumps(recs, indent=2).encode())
+    with atomic_output(d / "results.jsonl") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in recs).encode())
+    with atomic_output(d / "results.md") as f:
+        f.write((md + "\n").encode())
+    click.echo(f"results written to {d}/results.{{json,jsonl,md}}", err=True)
+
+
 @cli.command()
 @click.option("--measure", is_flag=True, help="Also measure this host's memory bandwidth and compute.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")

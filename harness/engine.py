@@ -62,6 +62,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from functools import cache
 
 from gguf import GGMLQuantizationType
@@ -363,30 +364,32 @@ def _failure(what: str, capture: LogCapture) -> EngineError:
     return EngineError(f"{what}: {detail}")
 
 
-def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
-                    devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
-                    flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
-                    n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True,
-                    n_decode_tokens: int = 8, no_alloc: bool = False,
-                    tensor_split: Sequence[float] = ()) -> EngineReport:
-    """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
-    tokens, and return llama.cpp's own account of every buffer.
+@dataclass
+class Loaded:
+    """A model and context llama.cpp holds open (inside `loaded_model`), with the log captured so far."""
 
-    devices: RPC endpoints ("host:port"); every device each server lends is passed, in order, in
-    `llama_model_params.devices`. Empty: llama.cpp's default, all local GPUs (none on a CPU-only host).
-    flash_attn: None = AUTO (llama.cpp probes), True = ENABLED, False = DISABLED.
-    swa_full: full-size SWA cache (None: the bindings' default, True; llama.cpp's CLI default is False,
-    which sizes the SWA cache to the window plus a ubatch instead of n_ctx).
-    no_alloc: simulate allocations (compute buffers only; model and KV print as 0; no decode).
-    tensor_split: one weight per device (llama_model_params.tensor_split); empty: llama.cpp splits by
-    the devices' free memory.
-    Everything llama.cpp allocated is freed before returning, also on errors.
-    """
+    llama_cpp: Any
+    model: int
+    ctx: int
+    capture: LogCapture
+    load_s: float
+    keepalive: tuple = ()  # ctypes arrays llama.cpp points into
+
+    def report_fields(self) -> _Parsed:
+        return parse_log(self.capture.text_lines())
+
+
+@contextmanager
+def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
+                 devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
+                 flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
+                 n_threads: int | None = None, swa_full: bool | None = None, no_alloc: bool = False,
+                 tensor_split: Sequence[float] = ()) -> Iterator[Loaded]:
+    """Load ``path`` and create a context (see load_and_report for the parameters); free both on exit,
+    also on errors, and restore the previous log callback."""
     from . import rpc
 
     llama_cpp = _llama_cpp()
-    if n_decode_tokens < 1:
-        raise EngineError(f"n_decode_tokens must be at least 1, not {n_decode_tokens}")
     tk, tv = kv_type(type_k), kv_type(type_v)
     dev_handles: list[int] = []
     for endpoint in devices:
@@ -428,7 +431,6 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
 
     capture = LogCapture()
     model = ctx = None
-    n_decoded, decode_s = 0, None
     with captured_log(capture):
         try:
             t0 = time.perf_counter()
@@ -439,26 +441,60 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
             if not ctx:
                 raise _failure(f"llama.cpp could not create a context for {os.fspath(path)} (n_ctx {n_ctx}, "
                                f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})", capture)
-            load_s = time.perf_counter() - t0
-            if decode and not no_alloc:
-                t1 = time.perf_counter()
-                n_decoded = _decode(llama_cpp, model, ctx, n_decode_tokens, capture)
-                decode_s = time.perf_counter() - t1
+            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0, (device_array, split_array))
         finally:
             if ctx:
                 llama_cpp.llama_free(ctx)
             if model:
                 llama_cpp.llama_model_free(model)
 
+
+def report_of(loaded_path: str | os.PathLike[str], capture: LogCapture, *, n_gpu_layers: int, devices: Sequence[str],
+              type_k: str | int, type_v: str | int, no_alloc: bool, load_s: float, n_decoded: int = 0,
+              decode_s: float | None = None) -> EngineReport:
     parsed = parse_log(capture.text_lines())
     return EngineReport(
-        model_path=os.fspath(path), n_gpu_layers=n_gpu_layers, rpc_endpoints=tuple(devices),
-        type_k=_kv_type_name(tk), type_v=_kv_type_name(tv), no_alloc=no_alloc,
+        model_path=os.fspath(loaded_path), n_gpu_layers=n_gpu_layers, rpc_endpoints=tuple(devices),
+        type_k=_kv_type_name(kv_type(type_k)), type_v=_kv_type_name(kv_type(type_v)), no_alloc=no_alloc,
         buffers=tuple(BufferReport(name, **fields) for name, fields in parsed.buffers.items()),
         kv_caches=tuple(parsed.kv_caches), offload_devices=tuple(parsed.offload_devices),
         n_layers_offloaded=parsed.n_layers_offloaded,
         n_layers_total=parsed.n_layers_total, n_ctx=parsed.n_ctx, flash_attn=parsed.flash_attn,
         n_tokens_decoded=n_decoded, load_s=load_s, decode_s=decode_s, log_lines=capture.text_lines())
+
+
+def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
+                    devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
+                    flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
+                    n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True,
+                    n_decode_tokens: int = 8, no_alloc: bool = False,
+                    tensor_split: Sequence[float] = ()) -> EngineReport:
+    """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
+    tokens, and return llama.cpp's own account of every buffer.
+
+    devices: RPC endpoints ("host:port"); every device each server lends is passed, in order, in
+    `llama_model_params.devices`. Empty: llama.cpp's default, all local GPUs (none on a CPU-only host).
+    flash_attn: None = AUTO (llama.cpp probes), True = ENABLED, False = DISABLED.
+    swa_full: full-size SWA cache (None: the bindings' default, True; llama.cpp's CLI default is False,
+    which sizes the SWA cache to the window plus a ubatch instead of n_ctx).
+    no_alloc: simulate allocations (compute buffers only; model and KV print as 0; no decode).
+    tensor_split: one weight per device (llama_model_params.tensor_split); empty: llama.cpp splits by
+    the devices' free memory.
+    Everything llama.cpp allocated is freed before returning, also on errors.
+    """
+    if n_decode_tokens < 1:
+        raise EngineError(f"n_decode_tokens must be at least 1, not {n_decode_tokens}")
+    n_decoded, decode_s = 0, None
+    with loaded_model(path, n_gpu_layers, n_ctx, devices, type_k=type_k, type_v=type_v, flash_attn=flash_attn,
+                      n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max, n_threads=n_threads,
+                      swa_full=swa_full, no_alloc=no_alloc, tensor_split=tensor_split) as lm:
+        if decode and not no_alloc:
+            t1 = time.perf_counter()
+            n_decoded = _decode(lm.llama_cpp, lm.model, lm.ctx, n_decode_tokens, lm.capture)
+            decode_s = time.perf_counter() - t1
+        capture, load_s = lm.capture, lm.load_s
+    return report_of(path, capture, n_gpu_layers=n_gpu_layers, devices=devices, type_k=type_k, type_v=type_v,
+                     no_alloc=no_alloc, load_s=load_s, n_decoded=n_decoded, decode_s=decode_s)
 
 
 def _decode(llama_cpp, model: int, ctx: int, n_tokens: int, capture: LogCapture) -> int:
@@ -485,3 +521,42 @@ def _decode(llama_cpp, model: int, ctx: int, n_tokens: int, capture: LogCapture)
     finally:
         llama_cpp.llama_batch_free(batch)
     return len(tokens)
+
+
+@dataclass(frozen=True)
+class LocalGPU:
+    name: str  # "CUDA0"
+    description: str
+    free_bytes: int
+    total_bytes: int
+
+
+def local_gpus() -> tuple[LocalGPU, ...]:
+    """GPUs this engine build can offload to here (CUDA, Vulkan, Metal…); RPC devices are not listed."""
+    from . import rpc
+
+    _backend_initialised()
+    so = rpc.ggml()
+    so.ggml_backend_dev_count.argtypes = []
+    so.ggml_backend_dev_count.restype = ctypes.c_size_t
+    so.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    so.ggml_backend_dev_get.restype = ctypes.c_void_p
+    so.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    so.ggml_backend_dev_type.restype = ctypes.c_int
+    so.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    so.ggml_backend_dev_description.restype = ctypes.c_char_p
+    so.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                           ctypes.POINTER(ctypes.c_size_t)]
+    so.ggml_backend_dev_memory.restype = None
+    out = []
+    for i in range(so.ggml_backend_dev_count()):
+        dev = so.ggml_backend_dev_get(i)
+        if so.ggml_backend_dev_type(dev) != 1:  # GGML_BACKEND_DEVICE_TYPE_GPU
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        so.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        name = so.ggml_backend_dev_name(dev).decode()
+        if name.startswith("RPC"):
+            continue
+        out.append(LocalGPU(name, so.ggml_backend_dev_description(dev).decode(), free.value, total.value))
+    return tuple(out)

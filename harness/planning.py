@@ -32,6 +32,7 @@ class PlanRequest:
     margin_fraction: float = 0.02
     n_gpu_layers: int | None = None
     verify: bool = False
+    local: bool = False  # plan for the devices this machine really has (run/bench), not a named profile
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,14 @@ def make_plan(req: PlanRequest) -> PlanResult:
             dev, endpoint = _rpc_device(spec)
             devices.append(dev)
             endpoints.append(endpoint)
-    if not req.rpc or req.gpu or req.budget_bytes:
+    if req.local and not (req.gpu or req.budget_bytes):
+        from .engine import local_gpus
+
+        for g in local_gpus():
+            base = Device.from_profile(profiles.gpu(DEFAULT_GPU), 0, budget_bytes=g.total_bytes,
+                                       reserve_bytes=req.reserve_bytes)
+            devices.insert(0, Device(g.name, *_fields_after_name(base)))
+    elif not req.rpc or req.gpu or req.budget_bytes:
         if req.budget_bytes is not None:
             base = Device("gpu", req.budget_bytes, req.reserve_bytes or 0,
                           *_bandwidth_of(profiles, req.gpu or DEFAULT_GPU))

@@ -1,0 +1,253 @@
+"""llama-bench's method through the planned split: warm-up, repeated pp and tg, mean ± stddev.
+
+pp: a prompt of n_prompt random tokens decoded in n_batch batches; tg: n_gen tokens decoded one at a
+time; the KV cache is cleared before each repetition; tokenization and sampling are not timed. In the
+same run, a bare llama-cpp-python decode loop on the same context (the overhead baseline) is
+measured interleaved with the harness's own, so their ratio survives a noisy machine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .engine import EngineReport
+from .planner import Plan
+from .runner import Session
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: str  # "pp512" / "tg128"
+    n_prompt: int
+    n_gen: int
+    samples_s: tuple[float, ...]
+    baseline_samples_s: tuple[float, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_prompt or self.n_gen
+
+    @property
+    def samples_ts(self) -> tuple[float, ...]:
+        return tuple(self.n_tokens / s for s in self.samples_s)
+
+    @property
+    def avg_ts(self) -> float:
+        return statistics.fmean(self.samples_ts)
+
+    @property
+    def stddev_ts(self) -> float:
+        return statistics.stdev(self.samples_ts) if len(self.samples_ts) > 1 else 0.0
+
+    @property
+    def baseline_avg_ts(self) -> float:
+        return statistics.fmean(self.n_tokens / s for s in self.baseline_samples_s) if self.baseline_samples_s else 0.0
+
+    @property
+    def overhead_ratio(self) -> float:
+        """The harness's tokens/s over the bare loop's (1.0: no overhead)."""
+        return self.avg_ts / self.baseline_avg_ts if self.baseline_avg_ts else 0.0
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    path: str
+    plan: Plan
+    report: EngineReport
+    n_threads: int
+    tests: tuple[TestResult, ...]
+    load_s: float
+    peak_rss_bytes: int
+    host_read_bytes_per_s: float  # measured (numpy sum over 256 MiB)
+    bytes_per_token: int  # read per generated token where the weights live (embedding rows excluded)
+
+
+def _random_tokens(n_vocab: int, n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(n_vocab) for _ in range(n)]
+
+
+def _bare_pp(s: Session, tokens: list[int]) -> float:
+    """The baseline: llama_batch_get_one + llama_decode, nothing else."""
+    api, ctx = s.api, s.lm.ctx
+    api.llama_memory_clear(api.llama_get_memory(ctx), True)
+    arr = (api.llama_token * len(tokens))(*tokens)
+    t = time.perf_counter()
+    for start in range(0, len(tokens), s.n_batch):
+        n = min(s.n_batch, len(tokens) - start)
+        ptr = ctypes.cast(ctypes.addressof(arr) + start * ctypes.sizeof(api.llama_token),
+                          ctypes.POINTER(api.llama_token))
+        if api.llama_decode(ctx, api.llama_batch_get_one(ptr, n)) != 0:
+            raise RuntimeError("llama_decode failed in the baseline loop")
+    api.llama_synchronize(ctx)
+    return time.perf_counter() - t
+
+
+def _bare_tg(s: Session, tokens: list[int]) -> float:
+    api, ctx = s.api, s.lm.ctx
+    api.llama_memory_clear(api.llama_get_memory(ctx), True)
+    one = (api.llama_token * 1)()
+    t = time.perf_counter()
+    for tok in tokens:
+        one[0] = tok
+        if api.llama_decode(ctx, api.llama_batch_get_one(one, 1)) != 0:
+            raise RuntimeError("llama_decode failed in the baseline loop")
+    api.llama_synchronize(ctx)
+    return time.perf_counter() - t
+
+
+def _harness_pp(s: Session, tokens: list[int]) -> float:
+    s.clear()
+    t = time.perf_counter()
+    s.decode(tokens, 0)
+    s.api.llama_synchronize(s.lm.ctx)
+    return time.perf_counter() - t
+
+
+def _harness_tg(s: Session, tokens: list[int]) -> float:
+    s.clear()
+    t = time.perf_counter()
+    for pos, tok in enumerate(tokens):
+        s.decode([tok], pos)
+    s.api.llama_synchronize(s.lm.ctx)
+    return time.perf_counter() - t
+
+
+def run_bench(s: Session, n_prompt: int, n_gen: int, reps: int, progress: Callable[[str], None]) -> list[TestResult]:
+    results = []
+    for test, n, harness_fn, bare_fn in (("pp", n_prompt, _harness_pp, _bare_pp), ("tg", n_gen, _harness_tg, _bare_tg)):
+        if n <= 0:
+            continue
+        tokens = _random_tokens(s.n_vocab, n, seed=n)
+        progress(f"{test}{n}: warm-up")
+        harness_fn(s, tokens)
+        bare_fn(s, tokens)
+        ours, bare = [], []
+        for r in range(reps):
+            progress(f"{test}{n}: repetition {r + 1}/{reps}")
+            # alternate which goes first, so drift on a shared machine hits both alike
+            if r % 2:
+                bare.append(bare_fn(s, tokens))
+                ours.append(harness_fn(s, tokens))
+            else:
+                ours.append(harness_fn(s, tokens))
+                bare.append(bare_fn(s, tokens))
+        results.append(TestResult(f"{test}{n}", n if test == "pp" else 0, n if test == "tg" else 0,
+                                  tuple(ours), tuple(bare)))
+    return results
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bytes_per_token(plan: Plan, header) -> int:
+    """What generation reads per token: every weight except token_embd rows, plus the KV cache."""
+    embd = header.tensor("token_embd.weight")
+    weights = plan.host.weights_bytes + sum(d.weights_bytes for d in plan.devices)
+    return weights - (embd.n_bytes if embd is not None else 0)
+
+
+def records(b: BenchResult, header) -> list[dict]:
+    """llama-bench's record fields (json/jsonl output) plus the harness's own."""
+    out = []
+    fa = b.plan.context.flash_attn
+    bound = b.host_read_bytes_per_s / b.bytes_per_token if b.bytes_per_token and not b.plan.devices else None
+    for t in b.tests:
+        rec = {
+            "model_filename": b.path, "model_type": f"{header.arch.name} {header.file_type}",
+            "model_size": header.tensor_bytes, "model_n_params": header.n_params,
+            "n_batch": b.plan.context.n_batch, "n_ubatch": b.plan.context.n_ubatch, "n_threads": b.n_threads,
+            "type_k": b.plan.context.type_k, "type_v": b.plan.context.type_v,
+            "n_gpu_layers": b.plan.n_gpu_layers, "flash_attn": fa, "n_prompt": t.n_prompt, "n_gen": t.n_gen,
+            "test_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "avg_ns": int(statistics.fmean(t.samples_s) * 1e9),
+            "stddev_ns": int((statistics.stdev(t.samples_s) if len(t.samples_s) > 1 else 0.0) * 1e9),
+            "avg_ts": round(t.avg_ts, 3), "stddev_ts": round(t.stddev_ts, 3),
+            "samples_ns": [int(x * 1e9) for x in t.samples_s], "samples_ts": [round(x, 3) for x in t.samples_ts],
+            # the harness's own fields
+            "harness_model": b.model,
+            "n_layers_offloaded": b.report.n_layers_on_devices,
+            "baseline_avg_ts": round(t.baseline_avg_ts, 3), "overhead_ratio": round(t.overhead_ratio, 4),
+            "load_s": round(b.load_s, 4), "peak_rss_bytes": b.peak_rss_bytes,
+            "predicted_tg_tokens_per_s": round(b.plan.predicted_tg_tokens_per_s, 3),
+            "host_read_bytes_per_s": int(b.host_read_bytes_per_s),
+            "bytes_per_token": b.bytes_per_token,
+            "bound_tg_tokens_per_s": round(bound, 3) if bound else None,
+            "bound_fraction": round(t.avg_ts / bound, 4) if bound and t.n_gen else None,
+            "memory_predicted": {d.name: d.weights_bytes + d.kv_bytes + d.compute_bytes for d in b.plan.devices}
+            | {"host": b.plan.host.weights_bytes + b.plan.host.kv_bytes + b.plan.host.compute_bytes},
+            "memory_actual": {x.name: x.total_bytes for x in b.report.buffers},
+        }
+        out.append(rec)
+    return out
+
+
+class CannotRunHere(Exception):
+    """Raised with the full text of what it would take (the CLI prints it and exits 10)."""
+
+    exit_code = 10
+
+
+def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None, force: bool,
+                progress: Callable[[str], None]) -> BenchResult:
+    """Plan ``req`` (a planning.PlanRequest) for this machine, load it that way, and bench it."""
+    import os
+    from dataclasses import replace
+
+    from .hardware import measure_host_read_bandwidth
+    from .planning import make_plan
+    from .resolve import resolve_model
+    from .runner import WontFitError, check_runnable, open_session
+
+    resolved = resolve_model(req.model)
+    if resolved.virtual:
+        raise CannotRunHere(what_it_would_take(req))
+    progress("measuring this host's memory bandwidth")
+    host_bw = measure_host_read_bandwidth()
+    result = make_plan(replace(req, local=True, host_profile="this"))
+    plan = result.plan
+    try:
+        check_runnable(plan, force)
+    except WontFitError as exc:
+        raise CannotRunHere(f"{exc}\n\n{what_it_would_take(req)}") from None
+    path = resolved.header.paths[0]
+    threads = n_threads or os.cpu_count() or 1
+    progress(f"loading {path} with n_gpu_layers {plan.n_gpu_layers}")
+    with open_session(path, plan, plan.context, result.rpc_endpoints, threads) as s:
+        tests = run_bench(s, n_prompt, n_gen, reps, progress)
+        report = s.report()
+        load_s = s.lm.load_s
+    return BenchResult(req.model, path, plan, report, threads, tuple(tests), load_s, peak_rss_bytes(), host_bw,
+                       bytes_per_token(plan, resolved.header))
+
+
+def what_it_would_take(req) -> str:
+    """For a model that cannot run here: the exact plan on the target GPU, the alternatives, the download."""
+    from dataclasses import replace
+
+    from .hardware import host_ram_bytes
+    from .planning import make_plan, render_plan
+    from .report import gib, table
+
+    target = make_plan(replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 1 << 50))
+    header_plan = target.plan
+    lines = [f"{req.model} cannot run on this machine. On the target:", "", render_plan(target), ""]
+    rows = []
+    for n in (1, 2, 4, 8, 16):
+        alt = make_plan(replace(req, gpus=n, local=False, host_ram_bytes=1 << 50)).plan
+        rows.append([f"{n} x {target.gpu_profile or 'gpu'}", f"{alt.n_gpu_layers}/{alt.n_layers_total}", alt.verdict,
+                     gib(alt.host.weights_bytes + alt.host.kv_bytes), f"{alt.predicted_tg_tokens_per_s:.2f}"])
+    lines.append(table(["GPUs", "layers on GPUs", "verdict", "host RAM needed", "predicted tg tokens/s"], rows,
+                       right=[False, True, False, True, True]))
+    tensor_bytes = sum(d.weights_bytes for d in header_plan.devices) + header_plan.host.weights_bytes
+    lines += ["", f"download: {gib(tensor_bytes)} of tensors (plus a few MiB of headers); this machine has "
+                  f"{gib(host_ram_bytes())} of RAM."]
+    return "\n".join(lines)
