@@ -15,7 +15,8 @@ DEPS_STAMP := $(VENV)/.deps
 MODELS_STAMP := $(VENV)/.models
 MODEL ?= gemma3-270m-q4_k_m
 
-.PHONY: install models test bench bench-header clean
+.PHONY: install models test bench bench-header run clean
+
 
 install: $(DEPS_STAMP)
 
@@ -41,8 +42,14 @@ models: $(DEPS_STAMP)
 test: install models
 	$(PY) -m pytest -q
 
+# llama-bench's method on MODEL with the planned split (see README). A model that cannot run here
+# (e.g. MODEL=405b-q4_k_m) prints the exact plan and what it would take, and exits with status 10.
 bench: install models
-	$(VENV)/bin/harness inspect $(MODEL)
+	$(VENV)/bin/harness bench $(MODEL) $(BENCH_ARGS)
+
+PROMPT ?= The capital of France is the city of
+run: install models
+	$(VENV)/bin/harness run $(MODEL) "$(PROMPT)"
 
 # Header reader speed against gguf-py's GGUFReader and llama.cpp's C parser, side by side.
 bench-header: install models

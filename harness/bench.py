@@ -149,10 +149,14 @@ def peak_rss_bytes() -> int:
 
 
 def bytes_per_token(plan: Plan, header) -> int:
-    """What generation reads per token: every weight except token_embd rows, plus the KV cache."""
+    """What generation reads per token: every weight once, except the token_embd rows not looked up; a
+    model with tied embeddings reads the whole matrix anyway, as its output layer."""
     embd = header.tensor("token_embd.weight")
     weights = plan.host.weights_bytes + sum(d.weights_bytes for d in plan.devices)
-    return weights - (embd.n_bytes if embd is not None else 0)
+    tied = header.tensor("output.weight") is None
+    if embd is not None and (not tied or any(d.holds_output for d in plan.devices)):
+        weights -= embd.n_bytes
+    return weights
 
 
 def records(b: BenchResult, header) -> list[dict]:

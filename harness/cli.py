@@ -332,7 +332,7 @@ def _bench_markdown(result, recs: list[dict]) -> str:
         bound = tg["bound_tg_tokens_per_s"]
         lines.append(f"generation: predicted {tg['predicted_tg_tokens_per_s']:.1f} t/s, measured {tg['avg_ts']:.1f} t/s"
                      + (f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
-                        f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sum over 256 MiB), measured = "
+                        f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sums over 256 MiB on every core), measured = "
                         f"{100 * tg['bound_fraction']:.0f}% of it" if bound else ""))
     mem = [[name, human_bytes(pred), human_bytes(sum(v for k, v in result_actual(recs).items()
                                                         if _same_device(name, k)))]

@@ -232,7 +232,9 @@ def predict_speed(header: ModelHeader, p: Placement, devices: list[Device], host
     embd = header.tensor("token_embd.weight")
     embd_bytes = embd.n_bytes if embd is not None else 0
     read = dict(p.weights_bytes)
-    read[-1] = read.get(-1, 0) - embd_bytes
+    tied_output_on_host = header.tensor("output.weight") is None and p.layer_device[header.arch.n_layer] == -1
+    if not tied_output_on_host:  # otherwise the output layer reads the whole embedding matrix
+        read[-1] = read.get(-1, 0) - embd_bytes
     for d, kv in p.kv_bytes.items():
         read[d] = read.get(d, 0) + kv // 2
     t_token = 0.0

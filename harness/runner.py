@@ -61,12 +61,9 @@ class Session:
         self.n_vocab = self.api.llama_vocab_n_tokens(self.vocab)
         self.n_ctx = self.api.llama_n_ctx(lm.ctx)
         self.n_batch = self.api.llama_n_batch(lm.ctx)
-        self._batch = self.api.llama_batch_init(self.n_batch, 0, 1)
 
     def close(self) -> None:
-        if self._batch is not None:
-            self.api.llama_batch_free(self._batch)
-            self._batch = None
+        pass
 
     def report(self) -> EngineReport:
         """llama.cpp's own account of the load so far (buffers per device, layers offloaded)."""
@@ -105,20 +102,19 @@ class Session:
     def clear(self) -> None:
         self.api.llama_memory_clear(self.api.llama_get_memory(self.lm.ctx), True)
 
-    def decode(self, tokens: list[int], pos0: int, logits_last: bool = True) -> None:
-        """Decode tokens at positions pos0.. in batches of n_batch; logits only for the last one."""
-        b = self._batch
+    def decode(self, tokens: list[int], pos0: int = 0) -> None:
+        """Decode tokens in batches of n_batch after what the context holds (pos0 is where they start:
+        llama.cpp places them itself, after the sequence's last position); logits for the last token.
+
+        llama_batch_get_one is the cheapest call there is: the per-token cost is llama.cpp's own."""
+        api = self.api
+        arr = (api.llama_token * len(tokens))(*tokens)
+        base = ctypes.addressof(arr)
+        size = ctypes.sizeof(api.llama_token)
         for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            last_chunk = start + len(chunk) == len(tokens)
-            for i, t in enumerate(chunk):
-                b.token[i] = t
-                b.pos[i] = pos0 + start + i
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = 0
-                b.logits[i] = logits_last and last_chunk and i == len(chunk) - 1
-            b.n_tokens = len(chunk)
-            status = self.api.llama_decode(self.lm.ctx, b)
+            n = min(self.n_batch, len(tokens) - start)
+            ptr = ctypes.cast(base + start * size, ctypes.POINTER(api.llama_token))
+            status = api.llama_decode(self.lm.ctx, api.llama_batch_get_one(ptr, n))
             if status != 0:
                 raise EngineError(f"llama_decode failed with status {status}" + (
                     " (the context is full)" if status == 1 else ""))
