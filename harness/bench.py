@@ -241,12 +241,12 @@ def what_it_would_take(req) -> str:
     from .planning import make_plan, render_plan
     from .report import gib, table
 
-    target = make_plan(replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 1 << 50))
+    target = make_plan(replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 0))
     header_plan = target.plan
     lines = [f"{req.model} cannot run on this machine. On the target:", "", render_plan(target), ""]
     rows = []
     for n in (1, 2, 4, 8, 16):
-        alt = make_plan(replace(req, gpus=n, local=False, host_ram_bytes=1 << 50)).plan
+        alt = make_plan(replace(req, gpus=n, local=False, host_ram_bytes=0)).plan
         rows.append([f"{n} x {target.gpu_profile or 'gpu'}", f"{alt.n_gpu_layers}/{alt.n_layers_total}", alt.verdict,
                      gib(alt.host.weights_bytes + alt.host.kv_bytes), f"{alt.predicted_tg_tokens_per_s:.2f}"])
     lines.append(table(["GPUs", "layers on GPUs", "verdict", "host RAM needed", "predicted tg tokens/s"], rows,

@@ -232,7 +232,7 @@ def render_plan(r: PlanResult) -> str:
     h = p.host
     host_rows = [["host", human_bytes(h.weights_bytes), human_bytes(h.kv_bytes), human_bytes(h.compute_bytes),
                   human_bytes(h.output_bytes), human_bytes(h.total_bytes),
-                  human_bytes(h.ram_bytes) if h.ram_bytes else "unknown"]]
+                  human_bytes(h.ram_bytes) if h.ram_bytes else "not set"]]
     if "host" in r.actual:
         a = r.actual["host"]
         host_rows.append(["  llama.cpp says", human_bytes(a.weights_bytes), human_bytes(a.kv_bytes),
