@@ -270,10 +270,15 @@ def run(model: str, prompt: str, max_tokens: int, temperature: float, top_p: flo
     mem = "; ".join(f"{d.name} {human_bytes(d.weights_bytes + d.kv_bytes + d.compute_bytes)} predicted / "
                     f"{human_bytes(sum(b.total_bytes for b in result.report.rpc_buffers if d.name.endswith(']') and b.name.endswith(d.name[d.name.index('['):])))} actual"
                     for d in result.plan.devices)
+    host_actual = sum(b.total_bytes for b in result.report.host_buffers)
+    h = result.plan.host
+    mem = (mem + "; " if mem else "") + (f"host {human_bytes(h.weights_bytes + h.kv_bytes + h.compute_bytes + h.output_bytes)}"
+                                         f" predicted / {human_bytes(host_actual)} actual")
     click.echo(f"[{g.prompt_tokens} prompt tokens at {g.pp_tokens_per_s:.1f}/s, {g.completion_tokens} generated at "
                f"{g.tg_tokens_per_s:.1f}/s, stopped: {g.stopped}; llama.cpp offloaded "
                f"{result.n_layers_offloaded}/{result.plan.n_layers_total} layers (planned {result.plan.n_gpu_layers})"
-               + (f"; {mem}" if mem else "; no offload device here: everything on the CPU") + "]", err=True)
+               + ("" if result.plan.devices else "; no offload device here: everything on the CPU")
+               + f"; memory: {mem}]", err=True)
 
 
 @cli.command()
