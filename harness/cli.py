@@ -450,6 +450,18 @@ def download(names: tuple[str, ...], all_: bool) -> None:
     from .assets import install
     from .registry import load_registry
 
+    hub_uris = [n for n in names if n.startswith("hf://")]
+    if hub_uris:
+        from .hub import download as hub_download
+
+        for uri in hub_uris:
+            for d in hub_download(uri, progress=_Progress(uri)):
+                note = f" (resumed from byte {d.resumed_from})" if d.resumed_from else ""
+                click.echo(str(d.path))
+                click.echo(f"{d.path.name}: {d.size_bytes} bytes, sha256 {d.sha256}{note}", err=True)
+        names = tuple(n for n in names if not n.startswith("hf://"))
+        if not names and not all_:
+            return
     reg = load_registry()
     entries = [e for e in reg.entries.values() if e.pypi] if all_ else [reg.get(n) for n in names]
     if not entries:
@@ -464,7 +476,8 @@ def download(names: tuple[str, ...], all_: bool) -> None:
 
 def main() -> None:
     """Entry point: map HarnessError to one line on stderr and its exit code; no tracebacks."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("harness").setLevel(logging.INFO)  # our progress; libraries' chatter stays quiet
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -205,6 +205,13 @@ def parse_gguf(source: ByteSource) -> GGUFFile:
     return _Parser(source).parse()
 
 
+def parse_gguf_keeping_bytes(source: ByteSource) -> tuple[GGUFFile, bytes]:
+    """parse_gguf, plus the header's bytes as read (for caching a remote header without refetching it)."""
+    parser = _Parser(source)
+    parsed = parser.parse()
+    return parsed, bytes(parser.buf[: parsed.header_bytes])
+
+
 def _pad(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 
@@ -221,8 +228,9 @@ class _Parser:
     def fail(self, what: str, offset: int, problem: str) -> GGUFError:
         return GGUFError(f"{self.src.name}: {what} at byte {offset}: {problem}")
 
-    def fill(self, end: int, what: str, offset: int) -> None:
-        """Make buf hold bytes [0, end), reading ahead geometrically; fail if the file is shorter."""
+    def fill(self, end: int, what: str, offset: int, hint: int = 0) -> None:
+        """Make buf hold bytes [0, end), reading ahead geometrically (and towards ``hint``, a guess of
+        what will be needed next); fail only if bytes before ``end`` are missing."""
         have = len(self.buf)
         if end <= have:
             return
@@ -232,7 +240,8 @@ class _Parser:
         if end > MAX_HEADER_BYTES:
             raise self.fail(what, offset, f"the header would exceed {MAX_HEADER_BYTES >> 20} MiB, "
                                           "far beyond any real model's metadata")
-        want = min(max(end - have, have, _FIRST_READ_BYTES), self.size - have)
+        grow = int(have * getattr(self.src, "read_ahead_fraction", 1.0))  # remote sources grow by less
+        want = min(max(end - have, grow, hint - have, _FIRST_READ_BYTES), self.size - have)
         readinto = getattr(self.src, "readinto", None)
         if readinto is None:
             self.buf += self.src.read(have, want)
@@ -401,7 +410,7 @@ class _Parser:
                 # element i's length prefix lies past what has been read so far (or past 2^63)
                 if pos + 8 > self.size:
                     self.string_array_error(start, count, what)
-                self.fill(min(pos + 8 + (pos - start), self.size), what, pos)
+                self.fill(pos + 8, what, pos, hint=min(pos + 8 + (pos - start), self.size))
         if pos > self.size:
             self.string_array_error(start, count, what)
         self.fill(pos, what, start)

@@ -47,6 +47,11 @@ def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
 
 
 def resolve_model(model: str) -> ResolvedModel:
+    if model.startswith("hf://"):
+        from .hub import read_remote_header
+
+        remote = read_remote_header(model)
+        return ResolvedModel(model, remote.header, None, True, ggml.quant_in_name(model))
     p = Path(model).expanduser()
     if p.exists() or os.sep in model or model.endswith(".gguf"):
         path = resolve_path(model)
