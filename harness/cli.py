@@ -44,7 +44,8 @@ def cli() -> None:
 @click.argument("model")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 @click.option("--tensors", is_flag=True, help="List every tensor.")
-def inspect(model: str, json_: bool, tensors: bool) -> None:
+@click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
+def inspect(model: str, json_: bool, tensors: bool, remote: bool) -> None:
     """Header facts of MODEL: exact bytes per tensor, layer and type.
 
     MODEL is a registry name (see `harness models`), a path, or any shard of a split model.
@@ -58,7 +59,7 @@ def inspect(model: str, json_: bool, tensors: bool) -> None:
     from .inspect import render, summary
     from .resolve import resolve_model
 
-    header = resolve_model(model).header
+    header = resolve_model(model, remote).header
     if json_:
         _echo_json(summary(header, with_tensors=tensors))
     else:
@@ -72,8 +73,9 @@ def inspect(model: str, json_: bool, tensors: bool) -> None:
 @click.option("--imatrix/--no-imatrix", default=None,
               help="Assume an importance matrix (default: only where llama.cpp requires one).")
 @click.option("--budget", metavar="SIZE", help="Mark which quants' tensors fit, e.g. 40GiB, 80GB.")
+@click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of a table.")
-def sizes(model: str, quants: str, imatrix: bool | None, budget: str | None, json_: bool) -> None:
+def sizes(model: str, quants: str, imatrix: bool | None, budget: str | None, remote: bool, json_: bool) -> None:
     """Exact size of MODEL at other quant levels, by llama.cpp's own per-tensor rules.
 
     Works from any header: an F16/BF16 original, an already quantized file, or a registry entry
@@ -90,7 +92,7 @@ def sizes(model: str, quants: str, imatrix: bool | None, budget: str | None, jso
     from .resolve import resolve_model
     from .sizes import size_rows
 
-    resolved = resolve_model(model)
+    resolved = resolve_model(model, remote)
     header = resolved.header
     names = list(ggml.COMMON_QUANTS) if not quants else (
         list(ggml.ALL_QUANTS) if quants.strip().lower() == "all" else [q.strip().upper() for q in quants.split(",")])
@@ -167,10 +169,11 @@ def _size_option(value: str | None, name: str) -> int | None:
 @click.option("--margin", default=0.02, show_default=True, help="Safety margin, a fraction of each budget.")
 @click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Evaluate this value instead of solving.")
 @click.option("--verify", is_flag=True, help="Load it with llama.cpp on the planned RPC devices and compare.")
+@click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 def plan(model: str, gpu: str | None, budget: str | None, gpus: int, rpcs: tuple[str, ...], n_ctx: int, kv_type: str,
          n_ubatch: int, no_flash_attn: bool, host_ram: str | None, host_profile: str, reserve: str | None,
-         margin: float, n_gpu_layers: int | None, verify: bool, json_: bool) -> None:
+         margin: float, n_gpu_layers: int | None, verify: bool, remote: bool, json_: bool) -> None:
     """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
 
     \b
@@ -185,7 +188,7 @@ def plan(model: str, gpu: str | None, budget: str | None, gpus: int, rpcs: tuple
                       rpc=tuple(rpcs), n_ctx=n_ctx, kv_type=kv_type, n_ubatch=n_ubatch, flash_attn=not no_flash_attn,
                       host_ram_bytes=_size_option(host_ram, "--host-ram"), host_profile=host_profile,
                       reserve_bytes=_size_option(reserve, "--reserve"), margin_fraction=margin,
-                      n_gpu_layers=n_gpu_layers, verify=verify)
+                      n_gpu_layers=n_gpu_layers, verify=verify, remote=remote)
     result = make_plan(req)
     if json_:
         _echo_json(plan_json(result))
@@ -427,7 +430,7 @@ def models(json_: bool) -> None:
     reg = load_registry()
     rows = [{"name": e.name, "quant": e.quant, "size_bytes": e.size_bytes,
              "source": "pypi" if e.pypi else ("hf" if e.hf else "none"),
-             "state": "downloaded" if e.is_installed() else ("architecture only" if e.file is None else "absent"),
+             "state": _state_of(e),
              "path": str(e.local_path()), "default": e.name == reg.default, "description": e.description}
             for e in reg.entries.values()]
     if json_:
@@ -437,6 +440,16 @@ def models(json_: bool) -> None:
                      [[r["name"] + (" (default)" if r["default"] else ""), r["quant"] or "",
                        human_bytes(r["size_bytes"]) if r["size_bytes"] else "?", r["source"], r["state"],
                        r["description"]] for r in rows]))
+
+
+def _state_of(entry) -> str:
+    from .hub import header_cached
+
+    if entry.is_installed():
+        return "downloaded"
+    if header_cached(entry):
+        return "header cached"
+    return "architecture only" if entry.file is None else "absent"
 
 
 @cli.command()
@@ -464,6 +477,16 @@ def download(names: tuple[str, ...], all_: bool) -> None:
             return
     reg = load_registry()
     entries = [e for e in reg.entries.values() if e.pypi] if all_ else [reg.get(n) for n in names]
+    hub_entries = [e for e in entries if not e.pypi and e.hf]
+    if hub_entries:
+        from .hub import download as hub_download, registry_uri
+
+        for e in hub_entries:
+            for d in hub_download(registry_uri(e), progress=_Progress(e.name)):
+                click.echo(str(d.path))
+        entries = [e for e in entries if e not in hub_entries]
+        if not entries:
+            return
     if not entries:
         raise click.UsageError("name at least one model, or pass --all")
     for e in entries:

@@ -367,3 +367,48 @@ def _fetch_into(remote: RemoteFile, part: Path, have: int, digest, progress):
     except Exception:  # noqa: BLE001 - a dropped connection: what arrived is kept for the next run
         pass
     return have, digest
+
+
+def find_in_repo(repo: str, pattern: str, revision: str | None = None) -> str:
+    """The one GGUF model in ``repo`` whose file name matches ``pattern`` (a glob); for a split model,
+    its first shard. An error lists the candidates when there are several models or none."""
+    import fnmatch
+
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi().list_repo_files(repo, revision=revision)
+    except Exception as exc:  # noqa: BLE001
+        raise _map_error(exc, f"hf://{repo}") from None
+    matches = sorted(f for f in files if f.endswith(".gguf") and fnmatch.fnmatch(Path(f).name, pattern))
+    models = sorted({_first_shard(f) for f in matches})
+    if len(models) != 1:
+        raise HubError(f"hf://{repo}: {len(models)} GGUF models match {pattern!r}"
+                       + (f": {', '.join(models[:8])}" if models else "") + "; make the registry's pattern match one")
+    return models[0]
+
+
+def _first_shard(filename: str) -> str:
+    m = SHARD_NAME.match(Path(filename).name)
+    if not m:
+        return filename
+    folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
+    return f"{folder}{m['prefix']}-00001-of-{m['count']}.gguf"
+
+
+def registry_uri(entry) -> str:
+    """hf:// URI of a registry entry's file on the Hub (listing the repository once)."""
+    if entry.hf is None:
+        raise HubError(f"{entry.name} has no Hub source in the registry")
+    return f"hf://{entry.hf.repo}/{find_in_repo(entry.hf.repo, entry.hf.pattern)}"
+
+
+def header_cached(entry) -> bool:
+    """Whether some header of this entry's repository matching its pattern is in the cache."""
+    import fnmatch
+
+    if entry.hf is None:
+        return False
+    base = settings.cache_dir() / "headers" / entry.hf.repo.replace("/", "--")
+    return any(fnmatch.fnmatch(p.name.removesuffix(".header").rsplit("--", 1)[-1], entry.hf.pattern)
+               for p in base.glob("*/*.header"))

@@ -33,6 +33,7 @@ class PlanRequest:
     n_gpu_layers: int | None = None
     verify: bool = False
     local: bool = False  # plan for the devices this machine really has (run/bench), not a named profile
+    remote: bool = False  # read a registry entry's real header from the Hub
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def _rpc_device(spec: str) -> tuple[Device, str]:
 def make_plan(req: PlanRequest) -> PlanResult:
     from .resolve import resolve_model
 
-    resolved = resolve_model(req.model)
+    resolved = resolve_model(req.model, req.remote)
     header = resolved.header
     profiles = load_profiles()
     devices: list[Device] = []

@@ -46,7 +46,16 @@ def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
     return model_header([virtual])
 
 
-def resolve_model(model: str) -> ResolvedModel:
+def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
+    """``remote``: for a registry entry with a Hub source, read its real header over the network
+    instead of building it from the architecture."""
+    if remote and not model.startswith("hf://") and not Path(model).exists():
+        from .hub import registry_uri
+
+        entry = load_registry().get(model)
+        if entry.hf is not None and not entry.is_installed():
+            r = resolve_model(registry_uri(entry))
+            return ResolvedModel(model, r.header, entry, True, entry.quant)
     if model.startswith("hf://"):
         from .hub import read_remote_header
 

@@ -18,6 +18,7 @@ from pathlib import Path
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _CDN = re.compile(r"^/cdn/(?P<repo>[^/]+/[^/]+)/(?P<path>.+)$")
+_TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/?]+)")
 
 
 class FakeHub:
@@ -81,7 +82,23 @@ class FakeHub:
         h.send_header("Content-Length", "0")
         h.end_headers()
 
+    def _tree(self, h: BaseHTTPRequestHandler, repo: str) -> None:
+        import json
+
+        if not any(r == repo for r, _ in self.files):
+            return self._error(h, 404, "RepoNotFound")
+        body = json.dumps([{"type": "file", "path": path, "size": p.stat().st_size, "oid": "0" * 40}
+                           for (r, path), p in sorted(self.files.items()) if r == repo]).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
     def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:
+        t = _TREE.match(h.path)
+        if t:
+            return self._tree(h, t["repo"])
         m = _RESOLVE.match(h.path) or _CDN.match(h.path)
         with self._lock:
             self.requests.append(("HEAD" if head else "GET", h.path, h.headers.get("Range")))

@@ -150,3 +150,21 @@ def test_corrupted_partial_download_is_caught(hub, tmp_path) -> None:
     r = _harness(env, "download", f"hf://acme/models/{path.name}")
     assert r.returncode == 7 and "corrupted download" in r.stderr
     assert not list((tmp_path / "cache" / "hub").rglob(path.name))  # never given its final name
+
+
+def test_registry_entry_read_remotely_and_listed(hub, tmp_path) -> None:
+    shards = write_llama(tmp_path / "Big-Q4_K_M.gguf", split_max_tensors=6)
+    for p in shards:
+        hub.add("acme/big", f"Big-Q4_K_M/{p.name}", p)
+    hub.add("acme/big", "Big-Q2_K.gguf", real_model(SMOLLM))  # another quant in the same repository
+    registry = tmp_path / "models.toml"
+    registry.write_text('[models.big]\nfile = "Big-Q4_K_M-00001-of-00003.gguf"\nquant = "Q4_K_M"\n'
+                        'hf = { repo = "acme/big", pattern = "*-Q4_K_M*.gguf" }\n')
+    env = dict(_env(hub, tmp_path), HARNESS_REGISTRY=str(registry))
+    r = _harness(env, "models", "--json")
+    assert json.loads(r.stdout)[0]["state"] == "absent"
+    r = _harness(env, "inspect", "big", "--remote", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tensor_bytes"] == read_header(shards[0]).tensor_bytes
+    r = _harness(env, "models", "--json")
+    assert json.loads(r.stdout)[0]["state"] == "header cached"
