@@ -427,8 +427,17 @@ def models(json_: bool) -> None:
     from .registry import load_registry
     from .report import human_bytes, table
 
+    from .archmodel import build_header
+    from .resolve import at_quant
+
     reg = load_registry()
-    rows = [{"name": e.name, "quant": e.quant, "size_bytes": e.size_bytes,
+
+    def size_of(e) -> int | None:
+        if e.size_bytes is None and e.architecture:  # predicted tensor bytes at the entry's quant
+            return at_quant(build_header(reg.architectures[e.architecture]), e.quant).tensor_bytes
+        return e.size_bytes
+
+    rows = [{"name": e.name, "quant": e.quant, "size_bytes": size_of(e),
              "source": "pypi" if e.pypi else ("hf" if e.hf else "none"),
              "state": _state_of(e),
              "path": str(e.local_path()), "default": e.name == reg.default, "description": e.description}

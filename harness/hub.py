@@ -412,3 +412,16 @@ def header_cached(entry) -> bool:
     base = settings.cache_dir() / "headers" / entry.hf.repo.replace("/", "--")
     return any(fnmatch.fnmatch(p.name.removesuffix(".header").rsplit("--", 1)[-1], entry.hf.pattern)
                for p in base.glob("*/*.header"))
+
+
+def downloaded_paths(uri: str, commit: str | None) -> list[Path] | None:
+    """The verified local files of a Hub model (every shard), at ``commit`` or, when None, at any
+    commit downloaded; None unless all shards are there."""
+    files = shard_files(parse_uri(uri))
+    base = settings.cache_dir() / "hub" / files[0].repo.replace("/", "--")
+    commits = [commit] if commit else sorted(p.name for p in base.glob("*") if p.is_dir())
+    for c in commits:
+        paths = [base / c / f.filename.replace("/", "--") for f in files]
+        if all(p.is_file() for p in paths):
+            return paths
+    return None

@@ -57,9 +57,12 @@ def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
             r = resolve_model(registry_uri(entry))
             return ResolvedModel(model, r.header, entry, True, entry.quant)
     if model.startswith("hf://"):
-        from .hub import read_remote_header
+        from .hub import downloaded_paths, read_remote_header
 
         remote = read_remote_header(model)
+        local = downloaded_paths(model, remote.commit)
+        if local:  # downloaded and verified: run from the files
+            return ResolvedModel(model, read_header(local[0]), None, False, ggml.quant_in_name(model))
         return ResolvedModel(model, remote.header, None, True, ggml.quant_in_name(model))
     p = Path(model).expanduser()
     if p.exists() or os.sep in model or model.endswith(".gguf"):

@@ -168,3 +168,14 @@ def test_registry_entry_read_remotely_and_listed(hub, tmp_path) -> None:
     assert json.loads(r.stdout)["tensor_bytes"] == read_header(shards[0]).tensor_bytes
     r = _harness(env, "models", "--json")
     assert json.loads(r.stdout)[0]["state"] == "header cached"
+
+
+def test_downloaded_model_runs_from_its_files(hub, tmp_path) -> None:
+    path = real_model(SMOLLM)
+    hub.add("acme/models", path.name, path)
+    env = _env(hub, tmp_path)
+    assert _harness(env, "download", f"hf://acme/models/{path.name}").returncode == 0
+    r = _harness(env, "run", f"hf://acme/models/{path.name}", "The capital of France is", "--max-tokens", "4",
+                 "--json")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in json.loads(r.stdout)["text"]
