@@ -15,7 +15,7 @@ DEPS_STAMP := $(VENV)/.deps
 MODELS_STAMP := $(VENV)/.models
 MODEL ?= gemma3-270m-q4_k_m
 
-.PHONY: install models test bench bench-header run clean
+.PHONY: install models test bench bench-header run compare clean
 
 
 install: $(DEPS_STAMP)
@@ -46,6 +46,11 @@ test: install models
 # (e.g. MODEL=405b-q4_k_m) prints the exact plan and what it would take, and exits with status 10.
 bench: install models
 	$(VENV)/bin/harness bench $(MODEL) $(BENCH_ARGS)
+
+QUANTS ?= Q8_0,Q4_K_M,Q3_K_M,Q2_K,IQ2_XXS
+# quant levels side by side (size, fit, speed, quality) and a chart in compare-$(MODEL).png
+compare: install models
+	$(VENV)/bin/harness compare $(MODEL) --quants $(QUANTS) --plot compare-$(MODEL).png
 
 PROMPT ?= The capital of France is the city of
 run: install models

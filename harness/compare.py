@@ -1,0 +1,278 @@
+"""Quant levels side by side under one budget: size, fit, speed and quality.
+
+For a model file here, each missing variant is built with llama.cpp's own quantizer from the file
+(requantized when the file is itself quantized: said so in the result), cached, planned for the
+target budget, benchmarked with the bench method, and scored against the file with quality.measure.
+For a model known by its architecture only, rows carry exact sizes, fit and predicted speed on the
+target and on more GPUs; nothing measured is made up (null).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import settings
+from .errors import HarnessError
+
+DEFAULT_QUANTS = ("Q8_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")
+
+
+@dataclass(frozen=True)
+class Row:
+    quant: str
+    tensor_bytes: int
+    file_bytes: int | None
+    bits_per_weight: float
+    n_fallback: int
+    n_gpu_layers: int
+    n_layers_total: int
+    fits_fully: bool
+    predicted_tg_tokens_per_s: float
+    gpus_to_fit: int | None  # GPUs of the target kind that hold every layer (None: more than 16)
+    pp_tokens_per_s: float | None = None
+    tg_tokens_per_s: float | None = None
+    perplexity: float | None = None
+    kld: float | None = None
+    top1_agreement: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    model: str
+    reference: str | None  # the variant the others are scored against
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("quant", "tensor_bytes", "file_bytes", "bits_per_weight", "n_fallback", "n_gpu_layers", "fits_fully",
+                "predicted_tg_tokens_per_s", "pp_tokens_per_s", "tg_tokens_per_s", "perplexity", "kld",
+                "top1_agreement")
+        rows = []
+        for r in self.rows:
+            d = {k: getattr(r, k) for k in keys}
+            d.update(n_layers_total=r.n_layers_total, gpus_to_fit=r.gpus_to_fit, note=r.note)
+            rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
+        return {"model": self.model, "reference": self.reference, "rows": rows, "notes": list(self.notes)}
+
+
+def _variant_path(source: Path, quant: str) -> Path:
+    st = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return settings.cache_dir() / "variants" / f"{source.stem}-{key}" / f"{quant}.gguf"
+
+
+def build_variant(source: Path, quant: str, log: Callable[[str], None]) -> Path:
+    """llama.cpp's quantizer, from ``source`` (requantizing if it is quantized), cached; written to a
+    temporary name and renamed when complete."""
+    import llama_cpp
+
+    from .engine import LogCapture, captured_log
+
+    target = _variant_path(source, quant)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
+    params.allow_requantize = True
+    log(f"{quant}: quantizing {source.name} with llama.cpp")
+    capture = LogCapture()
+    with captured_log(capture):
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        reasons = "; ".join(capture.errors()[:3]) or "no reason logged"
+        raise HarnessError(f"llama.cpp could not quantize {source.name} to {quant}: {reasons}")
+    tmp.replace(target)
+    return target
+
+
+def _fit(header, req, cp):
+    """(plan on the target devices, how many GPUs of the kind hold every layer or None)."""
+    from .planner import solve
+
+    devices, host = _devices(req), _host(req)
+    plan = solve(header, devices, host, cp, margin_fraction=req.margin_fraction)
+    for n in range(1, 17):
+        many = [replace(devices[0], name=f"gpu#{i}") for i in range(n)]
+        if solve(header, many, host, cp, margin_fraction=req.margin_fraction).fits_fully:
+            return plan, n
+    return plan, None
+
+
+def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_chunks: int = 8,
+            progress: Callable[[str], None] = lambda m: None) -> Comparison:
+    """``req`` is a planning.PlanRequest for the target budget (its model is the one compared)."""
+    from .resolve import resolve_model
+
+    resolved = resolve_model(req.model, req.remote)
+    if resolved.virtual:
+        return _compare_architecture(req, quants, resolved, progress)
+    return _compare_local(req, quants, resolved, text, reps, n_chunks, progress)
+
+
+def _compare_architecture(req, quants, resolved, progress) -> Comparison:
+    from .resolve import at_quant
+    from .sizes import needs_imatrix, predict
+
+    cp = _context(req)
+    rows = []
+    for q in quants:
+        progress(f"{q}: sizing and planning")
+        h = at_quant(resolved.header, q)
+        pred = predict(resolved.header, q, needs_imatrix(resolved.header, q))
+        plan, gpus = _fit(h, req, cp)
+        rows.append(Row(q, h.tensor_bytes, None, h.bits_per_weight, pred.n_fallback, plan.n_gpu_layers,
+                        plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus,
+                        note="predicted (not measured here)"))
+    return Comparison(req.model, None, tuple(rows), (
+        f"{req.model} is known by its architecture only: sizes are llama.cpp's rules, speeds predicted; "
+        "quality and measured speed are not measured here",))
+
+
+def _context(req):
+    from .placement import ContextParams
+
+    return ContextParams(n_ctx=req.n_ctx, n_ubatch=req.n_ubatch, type_k=req.kv_type, type_v=req.kv_type,
+                         flash_attn=req.flash_attn or req.kv_type != "f16")
+
+
+def _devices(req):
+    from .hardware import load_profiles
+    from .planner import Device
+    from .planning import DEFAULT_GPU
+
+    profiles = load_profiles()
+    if req.budget_bytes is not None:
+        return [Device("gpu#0", req.budget_bytes, req.reserve_bytes or 0)]
+    return [Device.from_profile(profiles.gpu(req.gpu or DEFAULT_GPU), i, reserve_bytes=req.reserve_bytes)
+            for i in range(req.gpus)]
+
+
+def _host(req):
+    from .hardware import host_ram_bytes, load_profiles
+    from .planner import Host
+
+    ram = req.host_ram_bytes if req.host_ram_bytes is not None else host_ram_bytes()
+    return Host.from_profile(load_profiles().host(req.host_profile), ram)
+
+
+def _compare_local(req, quants, resolved, text, reps, n_chunks, progress) -> Comparison:
+    from .bench import run_bench
+    from .placement import ContextParams
+    from .quality import default_text, measure
+    from .runner import open_session
+    from .sizes import needs_imatrix, predict
+    from .split import read_header
+
+    source = Path(resolved.header.paths[0])
+    own = resolved.header.file_type
+    notes = []
+    if own not in ("F32", "F16", "BF16"):
+        notes.append(f"only a {own} file is here: the other variants are requantized from it, and quality is "
+                     f"measured against it (llama.cpp's --allow-requantize); from an F16 source they would differ")
+    paths: dict[str, Path] = {}
+    rows_pre: dict[str, dict] = {}
+    for q in quants:
+        if q == own:
+            paths[q] = source
+            continue
+        if needs_imatrix(resolved.header, q):
+            pred = predict(resolved.header, q, True)
+            rows_pre[q] = {"pred": pred, "note": "not built: needs an importance matrix, which this harness cannot "
+                                                 "compute yet; sizes are llama.cpp's rules with one"}
+            continue
+        paths[q] = build_variant(source, q, progress)
+    if own not in quants:
+        paths = {own: source, **paths}
+    cp = ContextParams(n_ctx=512, n_batch=512, n_ubatch=512)
+    qualities = {}
+    speeds: dict[str, tuple[float, float]] = {}
+    with ExitStack() as stack:
+        sessions = {q: stack.enter_context(open_session(str(p), None, cp)) for q, p in paths.items()}
+        for q, s in sessions.items():
+            progress(f"{q}: bench (pp256, tg32, {reps} repetitions)")
+            tests = run_bench(s, 256, 32, reps, lambda m: None)
+            speeds[q] = (tests[0].avg_ts, tests[1].avg_ts)
+        progress("quality against " + own)
+        ref = sessions[own]
+        qualities = measure(ref, {q: s for q, s in sessions.items() if q != own}, text or default_text(),
+                            512, n_chunks, progress)
+    rows = []
+    for q in dict.fromkeys([own, *quants]):
+        if q in rows_pre:
+            from .resolve import at_quant
+
+            pred = rows_pre[q]["pred"]
+            plan, gpus = _fit(at_quant(resolved.header, q), req, _context(req))
+            rows.append(Row(q, pred.tensor_bytes, None, pred.bits_per_weight, pred.n_fallback, plan.n_gpu_layers,
+                            plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus,
+                            note=rows_pre[q]["note"]))
+            continue
+        h = read_header(paths[q])
+        plan, gpus = _fit(h, req, _context(req))
+        pred = predict(resolved.header, q, False)
+        quality = qualities.get("reference" if q == own else q)
+        rows.append(Row(q, h.tensor_bytes, h.file_bytes, h.bits_per_weight, pred.n_fallback,
+                        plan.n_gpu_layers, plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s,
+                        gpus, speeds[q][0], speeds[q][1],
+                        quality.perplexity if quality else None, quality.kld if quality else None,
+                        quality.top1_agreement if quality else None,
+                        "reference (the file itself)" if q == own else "built with llama.cpp's quantizer"))
+    return Comparison(req.model, own, tuple(rows), tuple(notes))
+
+
+def plot(c: Comparison, path: Path) -> None:
+    """One PNG: size against quality (KLD) for measured rows, or against predicted speed otherwise;
+    point labels carry the quant and its tokens/s. Written to a temporary name, then renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .assets import atomic_output
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    measured = [r for r in c.rows if r.tg_tokens_per_s is not None]
+    gib = 1 << 30
+    if measured:
+        xs = [r.tensor_bytes / gib for r in measured]
+        ax1.scatter(xs, [max(r.kld or 1e-5, 1e-5) for r in measured], s=[40 + 4 * r.tg_tokens_per_s for r in measured])
+        for r, x in zip(measured, xs):
+            label = f"{r.quant}\nPPL {r.perplexity:.2f}" + (" (reference, KLD 0)" if r.kld is None else "")
+            ax1.annotate(label, (x, max(r.kld or 1e-5, 1e-5)), fontsize=8)
+        ax1.set_yscale("log")
+        ax1.set_ylabel("mean KL divergence vs reference (nats, log)")
+        ax1.set_title("quality vs size (point size: measured tg tokens/s)")
+        pos = range(len(measured))
+        ax2.bar([p - 0.2 for p in pos], [r.tg_tokens_per_s for r in measured], width=0.4, label="tg tokens/s here")
+        ax2.bar([p + 0.2 for p in pos], [r.pp_tokens_per_s / 10 for r in measured], width=0.4,
+                label="pp tokens/s here / 10")
+        ax2.set_xticks(list(pos), [r.quant for r in measured])
+        ax2.set_ylabel("tokens/s")
+        ax2.set_title("speed measured on this machine")
+        ax2.legend()
+    else:
+        xs = [r.tensor_bytes / gib for r in c.rows]
+        ax1.scatter(xs, [r.predicted_tg_tokens_per_s for r in c.rows],
+                    c=["tab:green" if r.fits_fully else "tab:red" for r in c.rows])
+        for r, x in zip(c.rows, xs):
+            ax1.annotate(f"{r.quant} ({r.n_gpu_layers}/{r.n_layers_total})", (x, r.predicted_tg_tokens_per_s), fontsize=8)
+        ax1.set_ylabel("predicted tg tokens/s on one GPU (green: fits fully)")
+        ax1.set_title("size vs predicted speed")
+        ax2.bar([r.quant for r in c.rows], [r.gpus_to_fit or 0 for r in c.rows])
+        ax2.set_ylabel("GPUs of the target kind to hold every layer (0: more than 16)")
+    ax1.set_xlabel("tensor bytes (GiB)")
+    fig.suptitle(f"{c.model}: quant levels side by side" + (f" (reference {c.reference})" if c.reference else ""))
+    fig.tight_layout()
+    with atomic_output(path) as out:
+        fig.savefig(out, format="png", dpi=110)
+    plt.close(fig)
