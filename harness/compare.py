@@ -68,14 +68,31 @@ def _variant_path(source: Path, quant: str) -> Path:
     return settings.cache_dir() / "variants" / f"{source.stem}-{key}" / f"{quant}.gguf"
 
 
-def build_variant(source: Path, quant: str, log: Callable[[str], None]) -> Path:
+def importance_matrix(source: Path, text: str | None, log: Callable[[str], None]):
+    """The harness's importance matrix for ``source`` over the text (cached beside the variants)."""
+    from .imatrix import ImportanceMatrix, compute
+    from .quality import default_text
+
+    digest = hashlib.sha256((text or "pydoc").encode()).hexdigest()[:12]
+    path = _variant_path(source, f"imatrix-{digest}")
+    if path.exists():
+        return ImportanceMatrix.load(path)
+    log(f"computing an importance matrix for {source.name}")
+    im = compute(str(source), text or default_text(), "pydoc_data.topics" if text is None else "--text",
+                 progress=log)
+    im.save(path)
+    return im
+
+
+def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=None) -> Path:
     """llama.cpp's quantizer, from ``source`` (requantizing if it is quantized), cached; written to a
     temporary name and renamed when complete."""
     import llama_cpp
 
     from .engine import LogCapture, captured_log
+    from .imatrix import quantize_params_imatrix
 
-    target = _variant_path(source, quant)
+    target = _variant_path(source, quant + ("-imatrix" if imatrix is not None else ""))
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +100,10 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None]) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
     params.allow_requantize = True
-    log(f"{quant}: quantizing {source.name} with llama.cpp")
+    keep: list = []
+    if imatrix is not None:
+        params.imatrix = ctypes.cast(quantize_params_imatrix(imatrix, keep), type(params.imatrix))
+    log(f"{quant}: quantizing {source.name} with llama.cpp" + (" and the importance matrix" if imatrix else ""))
     capture = LogCapture()
     with captured_log(capture):
         rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
@@ -180,17 +200,16 @@ def _compare_local(req, quants, resolved, text, reps, n_chunks, progress) -> Com
         notes.append(f"only a {own} file is here: the other variants are requantized from it, and quality is "
                      f"measured against it (llama.cpp's --allow-requantize); from an F16 source they would differ")
     paths: dict[str, Path] = {}
-    rows_pre: dict[str, dict] = {}
+    with_imatrix: set[str] = set()
     for q in quants:
         if q == own:
             paths[q] = source
             continue
+        im = None
         if needs_imatrix(resolved.header, q):
-            pred = predict(resolved.header, q, True)
-            rows_pre[q] = {"pred": pred, "note": "not built: needs an importance matrix, which this harness cannot "
-                                                 "compute yet; sizes are llama.cpp's rules with one"}
-            continue
-        paths[q] = build_variant(source, q, progress)
+            im = importance_matrix(source, text, progress)
+            with_imatrix.add(q)
+        paths[q] = build_variant(source, q, progress, im)
     if own not in quants:
         paths = {own: source, **paths}
     cp = ContextParams(n_ctx=512, n_batch=512, n_ubatch=512)
@@ -208,25 +227,17 @@ def _compare_local(req, quants, resolved, text, reps, n_chunks, progress) -> Com
                             512, n_chunks, progress)
     rows = []
     for q in dict.fromkeys([own, *quants]):
-        if q in rows_pre:
-            from .resolve import at_quant
-
-            pred = rows_pre[q]["pred"]
-            plan, gpus = _fit(at_quant(resolved.header, q), req, _context(req))
-            rows.append(Row(q, pred.tensor_bytes, None, pred.bits_per_weight, pred.n_fallback, plan.n_gpu_layers,
-                            plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus,
-                            note=rows_pre[q]["note"]))
-            continue
         h = read_header(paths[q])
         plan, gpus = _fit(h, req, _context(req))
-        pred = predict(resolved.header, q, False)
+        pred = predict(resolved.header, q, q in with_imatrix)
         quality = qualities.get("reference" if q == own else q)
         rows.append(Row(q, h.tensor_bytes, h.file_bytes, h.bits_per_weight, pred.n_fallback,
                         plan.n_gpu_layers, plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s,
                         gpus, speeds[q][0], speeds[q][1],
                         quality.perplexity if quality else None, quality.kld if quality else None,
                         quality.top1_agreement if quality else None,
-                        "reference (the file itself)" if q == own else "built with llama.cpp's quantizer"))
+                        "reference (the file itself)" if q == own else "built with llama.cpp's quantizer"
+                        + (" and the harness's importance matrix" if q in with_imatrix else "")))
     return Comparison(req.model, own, tuple(rows), tuple(notes))
 
 

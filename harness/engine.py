@@ -384,7 +384,7 @@ def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int
                  devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
                  flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
                  n_threads: int | None = None, swa_full: bool | None = None, no_alloc: bool = False,
-                 tensor_split: Sequence[float] = ()) -> Iterator[Loaded]:
+                 tensor_split: Sequence[float] = (), cb_eval: Any = None) -> Iterator[Loaded]:
     """Load ``path`` and create a context (see load_and_report for the parameters); free both on exit,
     also on errors, and restore the previous log callback."""
     from . import rpc
@@ -428,6 +428,9 @@ def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int
     if swa_full is not None:
         cparams.swa_full = swa_full
     cparams.flash_attn_type = {None: FLASH_ATTN_AUTO, True: FLASH_ATTN_ENABLED, False: FLASH_ATTN_DISABLED}[flash_attn]
+    if cb_eval is not None:  # the scheduler's evaluation callback (harness.imatrix)
+        cparams.cb_eval = cb_eval
+        cparams.cb_eval_user_data = None
 
     capture = LogCapture()
     model = ctx = None
@@ -441,7 +444,8 @@ def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int
             if not ctx:
                 raise _failure(f"llama.cpp could not create a context for {os.fspath(path)} (n_ctx {n_ctx}, "
                                f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})", capture)
-            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0, (device_array, split_array))
+            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0,
+                         (device_array, split_array, cb_eval))
         finally:
             if ctx:
                 llama_cpp.llama_free(ctx)

@@ -14,10 +14,10 @@ from harness.cli import cli
 pytestmark = pytest.mark.engine
 
 
-@pytest.mark.parametrize("model", [SMOLLM, GEMMA])
-def test_quality_degrades_in_order(tmp_path, model) -> None:
+@pytest.mark.parametrize("model,quants", [(SMOLLM, "Q8_0,Q4_K_M,Q2_K,IQ2_XXS"), (GEMMA, "Q8_0,Q4_K_M,Q2_K")])
+def test_quality_degrades_in_order(tmp_path, model, quants) -> None:
     png = tmp_path / "chart.png"
-    result = CliRunner().invoke(cli, ["compare", model, "--quants", "Q8_0,Q4_K_M,Q2_K", "--chunks", "3",
+    result = CliRunner().invoke(cli, ["compare", model, "--quants", quants, "--chunks", "3",
                                       "--reps", "1", "--plot", str(png), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -31,6 +31,9 @@ def test_quality_degrades_in_order(tmp_path, model) -> None:
     assert rows["Q2_K"]["perplexity"] > ref["perplexity"]
     for q in ("Q8_0", "Q4_K_M", "Q2_K"):
         assert rows[q]["tg_tokens_per_s"] > 0 and rows[q]["pp_tokens_per_s"] > 0 and rows[q]["file_bytes"] > 0
+    if "IQ2_XXS" in rows:  # built with the harness's own importance matrix, measured like the others
+        assert rows["IQ2_XXS"]["kld"] > rows["Q8_0"]["kld"] and rows["IQ2_XXS"]["tg_tokens_per_s"] > 0
+        assert "importance matrix" in rows["IQ2_XXS"]["note"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("requantized" in n for n in out["notes"])
 
