@@ -253,13 +253,15 @@ def plot(c: Comparison, path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
     measured = [r for r in c.rows if r.tg_tokens_per_s is not None]
-    gib = 1 << 30
+    largest = max(r.tensor_bytes for r in c.rows)
+    gib, unit = (1 << 30, "GiB") if largest >= 1 << 30 else (1 << 20, "MiB")
     if measured:
         xs = [r.tensor_bytes / gib for r in measured]
         ax1.scatter(xs, [max(r.kld or 1e-5, 1e-5) for r in measured], s=[40 + 4 * r.tg_tokens_per_s for r in measured])
-        for r, x in zip(measured, xs):
+        for i, (r, x) in enumerate(zip(measured, xs)):
             label = f"{r.quant}\nPPL {r.perplexity:.2f}" + (" (reference, KLD 0)" if r.kld is None else "")
-            ax1.annotate(label, (x, max(r.kld or 1e-5, 1e-5)), fontsize=8)
+            ax1.annotate(label, (x, max(r.kld or 1e-5, 1e-5)), fontsize=8, textcoords="offset points",
+                         xytext=(8, 10 if i % 2 else -22))
         ax1.set_yscale("log")
         ax1.set_ylabel("mean KL divergence vs reference (nats, log)")
         ax1.set_title("quality vs size (point size: measured tg tokens/s)")
@@ -281,7 +283,7 @@ def plot(c: Comparison, path: Path) -> None:
         ax1.set_title("size vs predicted speed")
         ax2.bar([r.quant for r in c.rows], [r.gpus_to_fit or 0 for r in c.rows])
         ax2.set_ylabel("GPUs of the target kind to hold every layer (0: more than 16)")
-    ax1.set_xlabel("tensor bytes (GiB)")
+    ax1.set_xlabel(f"tensor bytes ({unit})")
     fig.suptitle(f"{c.model}: quant levels side by side" + (f" (reference {c.reference})" if c.reference else ""))
     fig.tight_layout()
     with atomic_output(path) as out:
