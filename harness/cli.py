@@ -425,14 +425,15 @@ def compare(model: str, quants: str, gpu: str | None, budget: str | None, n_ctx:
         return "—" if v is None else format(v, fmt)
 
     rows = [[r.quant, human_bytes(r.tensor_bytes), f"{r.bits_per_weight:.2f}", r.n_fallback,
-             f"{r.n_gpu_layers}/{r.n_layers_total}", "yes" if r.fits_fully else "no", f(r.gpus_to_fit, "d"),
+             f"{r.n_gpu_layers}/{r.n_layers_total}", "yes" if r.fits_fully else "no",
+             "—" if r.gpus_to_fit is None else f"{r.gpus_to_fit} ({r.predicted_tg_at_fit_tokens_per_s:.1f} t/s)",
              f"{r.predicted_tg_tokens_per_s:.2f}", f(r.pp_tokens_per_s, ".1f"), f(r.tg_tokens_per_s, ".1f"),
              f(r.perplexity, ".3f"), f(r.kld, ".4f"), f(r.top1_agreement, ".3f")] for r in c.rows]
-    click.echo(table(["quant", "size", "bpw", "fallbacks", "layers on GPU", "fits", "GPUs to fit", "pred. tg t/s",
+    click.echo(table(["quant", "size", "bpw", "fallbacks", "layers on 1 GPU", "fits", "GPUs to fit (tg)", "pred. tg t/s",
                       "pp t/s here", "tg t/s here", "PPL", "KLD", "top-1"], rows,
                      right=[False] + [True] * 12))
     for r in c.rows:
-        if r.note and not r.note.startswith(("reference", "built")):
+        if r.note and not r.note.startswith(("reference", "built", "predicted")):
             click.echo(f"{r.quant}: {r.note}")
     for n in c.notes:
         click.echo(f"note: {n}")

@@ -35,6 +35,7 @@ class Row:
     fits_fully: bool
     predicted_tg_tokens_per_s: float
     gpus_to_fit: int | None  # GPUs of the target kind that hold every layer (None: more than 16)
+    predicted_tg_at_fit_tokens_per_s: float | None = None  # on that many GPUs
     pp_tokens_per_s: float | None = None
     tg_tokens_per_s: float | None = None
     perplexity: float | None = None
@@ -57,7 +58,8 @@ class Comparison:
         rows = []
         for r in self.rows:
             d = {k: getattr(r, k) for k in keys}
-            d.update(n_layers_total=r.n_layers_total, gpus_to_fit=r.gpus_to_fit, note=r.note)
+            d.update(n_layers_total=r.n_layers_total, gpus_to_fit=r.gpus_to_fit,
+                     predicted_tg_at_fit_tokens_per_s=r.predicted_tg_at_fit_tokens_per_s, note=r.note)
             rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
         return {"model": self.model, "reference": self.reference, "rows": rows, "notes": list(self.notes)}
 
@@ -123,9 +125,10 @@ def _fit(header, req, cp):
     plan = solve(header, devices, host, cp, margin_fraction=req.margin_fraction)
     for n in range(1, 17):
         many = [replace(devices[0], name=f"gpu#{i}") for i in range(n)]
-        if solve(header, many, host, cp, margin_fraction=req.margin_fraction).fits_fully:
-            return plan, n
-    return plan, None
+        fit = solve(header, many, host, cp, margin_fraction=req.margin_fraction)
+        if fit.fits_fully:
+            return plan, (n, fit.predicted_tg_tokens_per_s)
+    return plan, (None, None)
 
 
 def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_chunks: int = 8,
@@ -149,9 +152,9 @@ def _compare_architecture(req, quants, resolved, progress) -> Comparison:
         progress(f"{q}: sizing and planning")
         h = at_quant(resolved.header, q)
         pred = predict(resolved.header, q, needs_imatrix(resolved.header, q))
-        plan, gpus = _fit(h, req, cp)
+        plan, (gpus, tg_fit) = _fit(h, req, cp)
         rows.append(Row(q, h.tensor_bytes, None, h.bits_per_weight, pred.n_fallback, plan.n_gpu_layers,
-                        plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus,
+                        plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus, tg_fit,
                         note="predicted (not measured here)"))
     return Comparison(req.model, None, tuple(rows), (
         f"{req.model} is known by its architecture only: sizes are llama.cpp's rules, speeds predicted; "
@@ -228,12 +231,12 @@ def _compare_local(req, quants, resolved, text, reps, n_chunks, progress) -> Com
     rows = []
     for q in dict.fromkeys([own, *quants]):
         h = read_header(paths[q])
-        plan, gpus = _fit(h, req, _context(req))
+        plan, (gpus, tg_fit) = _fit(h, req, _context(req))
         pred = predict(resolved.header, q, q in with_imatrix)
         quality = qualities.get("reference" if q == own else q)
         rows.append(Row(q, h.tensor_bytes, h.file_bytes, h.bits_per_weight, pred.n_fallback,
                         plan.n_gpu_layers, plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s,
-                        gpus, speeds[q][0], speeds[q][1],
+                        gpus, tg_fit, speeds[q][0], speeds[q][1],
                         quality.perplexity if quality else None, quality.kld if quality else None,
                         quality.top1_agreement if quality else None,
                         "reference (the file itself)" if q == own else "built with llama.cpp's quantizer"
