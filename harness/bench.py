@@ -51,8 +51,11 @@ class TestResult:
 
     @property
     def overhead_ratio(self) -> float:
-        """The harness's tokens/s over the bare loop's (1.0: no overhead)."""
-        return self.avg_ts / self.baseline_avg_ts if self.baseline_avg_ts else 0.0
+        """The harness's speed over the bare loop's (1.0: no overhead): the median of the per-repetition
+        ratios, each repetition's pair run back to back, so that drift on a shared machine cancels."""
+        if not self.baseline_samples_s:
+            return 0.0
+        return statistics.median(b / h for h, b in zip(self.samples_s, self.baseline_samples_s))
 
 
 @dataclass(frozen=True)

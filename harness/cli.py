@@ -330,7 +330,8 @@ def _bench_markdown(result, recs: list[dict]) -> str:
     rows = [[result.model, human_bytes(r0["model_size"]), f"{r0['model_n_params'] / 1e6:.0f} M",
              r0["n_gpu_layers"], r0["n_threads"], t.test, f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
              f"{t.baseline_avg_ts:.2f}", f"{100 * t.overhead_ratio:.1f}%"] for t in result.tests]
-    lines = [table(["model", "size", "params", "ngl", "threads", "test", "t/s", "bare loop t/s", "harness/bare"],
+    lines = [table(["model", "size", "params", "ngl", "threads", "test", "t/s", "bare loop t/s",
+                    "harness/bare (paired median)"],
                    rows, right=[False, True, True, True, True, False, True, True, True])]
     lines.append("")
     lines.append(f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
