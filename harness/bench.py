@@ -9,6 +9,7 @@ measured interleaved with the harness's own, so their ratio survives a noisy mac
 from __future__ import annotations
 
 import ctypes
+import json
 import random
 import resource
 import statistics
@@ -258,3 +259,57 @@ def what_it_would_take(req) -> str:
     lines += ["", f"download: {gib(tensor_bytes)} of tensors (plus a few MiB of headers); this machine has "
                   f"{gib(host_ram_bytes())} of RAM."]
     return "\n".join(lines)
+
+
+def markdown(result, recs: list[dict]) -> str:
+    from .report import human_bytes, table
+
+    r0 = recs[0]
+    rows = [[result.model, human_bytes(r0["model_size"]), f"{r0['model_n_params'] / 1e6:.0f} M",
+             r0["n_gpu_layers"], r0["n_threads"], t.test, f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
+             f"{t.baseline_avg_ts:.2f}", f"{100 * t.overhead_ratio:.1f}%"] for t in result.tests]
+    lines = [table(["model", "size", "params", "ngl", "threads", "test", "t/s", "bare loop t/s",
+                    "harness/bare (paired median)"],
+                   rows, right=[False, True, True, True, True, False, True, True, True])]
+    lines.append("")
+    lines.append(f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
+                 f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers")
+    tg = next((r for r in recs if r["n_gen"]), None)
+    if tg:
+        bound = tg["bound_tg_tokens_per_s"]
+        lines.append(f"generation: predicted {tg['predicted_tg_tokens_per_s']:.1f} t/s, measured {tg['avg_ts']:.1f} t/s"
+                     + (f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
+                        f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sums over 256 MiB on every core), measured = "
+                        f"{100 * tg['bound_fraction']:.0f}% of it" if bound else ""))
+    mem = [[name, human_bytes(pred), human_bytes(sum(v for k, v in _actual(recs).items()
+                                                        if _same_device(name, k)))]
+           for name, pred in r0["memory_predicted"].items()]
+    lines.append("")
+    lines.append(table(["memory", "predicted", "llama.cpp"], mem, right=[False, True, True]))
+    return "\n".join(lines)
+
+
+def _actual(recs: list[dict]) -> dict:
+    return recs[0]["memory_actual"]
+
+
+def _same_device(planned: str, buffer_name: str) -> bool:
+    if planned == "host":
+        return not buffer_name.startswith(("RPC", "CUDA"))
+    if "[" in planned:
+        return buffer_name.endswith(planned[planned.index("["):])
+    return buffer_name.startswith(planned)
+
+
+def write_results(out_dir: str, recs: list[dict], md: str) -> None:
+    from pathlib import Path
+
+    from .assets import atomic_output
+
+    d = Path(out_dir)
+    with atomic_output(d / "results.json") as f:
+        f.write(json.dumps(recs, indent=2).encode())
+    with atomic_output(d / "results.jsonl") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in recs).encode())
+    with atomic_output(d / "results.md") as f:
+        f.write((md + "\n").encode())
