@@ -59,7 +59,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -501,12 +501,9 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
                      no_alloc=no_alloc, load_s=load_s, n_decoded=n_decoded, decode_s=decode_s)
 
 
-def _decode(llama_cpp, model: int, ctx: int, n_tokens: int, capture: LogCapture) -> int:
-    """Decode one batch of n_tokens (BOS then fixed ids), logits for the last; returns tokens decoded."""
-    vocab = llama_cpp.llama_model_get_vocab(model)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-    bos = llama_cpp.llama_vocab_bos(vocab)
-    tokens = [bos if bos >= 0 else 0] + [(100 + 7 * i) % n_vocab for i in range(n_tokens - 1)]
+def decode_batch(llama_cpp, ctx: int, tokens: Sequence[int], logits_for: Callable[[int], bool]) -> int:
+    """Decode tokens at positions 0.. of sequence 0 in one llama_batch, with logits where ``logits_for(i)``;
+    returns llama_decode's status."""
     batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
     try:
         for i, token in enumerate(tokens):
@@ -514,16 +511,24 @@ def _decode(llama_cpp, model: int, ctx: int, n_tokens: int, capture: LogCapture)
             batch.pos[i] = i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = i == len(tokens) - 1
+            batch.logits[i] = bool(logits_for(i))
         batch.n_tokens = len(tokens)
-        status = llama_cpp.llama_decode(ctx, batch)
-        if status != 0:
-            raise _failure(f"llama_decode failed with status {status}", capture)
-        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
-        if not logits:
-            raise _failure("llama_decode produced no logits", capture)
+        return llama_cpp.llama_decode(ctx, batch)
     finally:
         llama_cpp.llama_batch_free(batch)
+
+
+def _decode(llama_cpp, model: int, ctx: int, n_tokens: int, capture: LogCapture) -> int:
+    """Decode one batch of n_tokens (BOS then fixed ids), logits for the last; returns tokens decoded."""
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    bos = llama_cpp.llama_vocab_bos(vocab)
+    tokens = [bos if bos >= 0 else 0] + [(100 + 7 * i) % n_vocab for i in range(n_tokens - 1)]
+    status = decode_batch(llama_cpp, ctx, tokens, lambda i: i == len(tokens) - 1)
+    if status != 0:
+        raise _failure(f"llama_decode failed with status {status}", capture)
+    if not llama_cpp.llama_get_logits_ith(ctx, -1):
+        raise _failure("llama_decode produced no logits", capture)
     return len(tokens)
 
 

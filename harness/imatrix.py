@@ -116,7 +116,7 @@ def compute(path: str, text: str, dataset: str, n_ctx: int = 512, max_chunks: in
     """Run ``text`` through the model in chunks of n_ctx tokens (on the CPU) and collect the matrix."""
     import llama_cpp
 
-    from .engine import loaded_model
+    from .engine import decode_batch, loaded_model
 
     op = _mul_mat_op()
     sums: dict[str, np.ndarray] = {}
@@ -158,17 +158,8 @@ def compute(path: str, text: str, dataset: str, n_ctx: int = 512, max_chunks: in
             s.clear()
             # logits for every token, as imatrix.cpp asks: otherwise llama.cpp trims the last layer to the
             # rows that produce outputs and its feed-forward matrices would see one token
-            batch = api.llama_batch_init(len(chunk), 0, 1)
-            try:
-                for j, tok in enumerate(chunk):
-                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, j, 1
-                    batch.seq_id[j][0] = 0
-                    batch.logits[j] = True
-                batch.n_tokens = len(chunk)
-                if api.llama_decode(lm.ctx, batch) != 0:
-                    raise HarnessError("llama_decode failed while collecting the importance matrix")
-            finally:
-                api.llama_batch_free(batch)
+            if decode_batch(api, lm.ctx, chunk, lambda _: True) != 0:
+                raise HarnessError("llama_decode failed while collecting the importance matrix")
             n_chunks += 1
     if not sums:
         raise HarnessError("no matrix multiplication was observed: the importance matrix is empty")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .engine import decode_batch
 from .runner import Session
 
 
@@ -49,19 +50,8 @@ def _chunk_logprobs(s: Session, tokens: list[int], first: int) -> np.ndarray:
     api, ctx = s.api, s.lm.ctx
     s.clear()
     n = len(tokens)
-    batch = api.llama_batch_init(n, 0, 1)
-    try:
-        for i, t in enumerate(tokens):
-            batch.token[i] = t
-            batch.pos[i] = i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = i >= first and i < n - 1
-        batch.n_tokens = n
-        if api.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama_decode failed while scoring")
-    finally:
-        api.llama_batch_free(batch)
+    if decode_batch(api, ctx, tokens, lambda i: first <= i < n - 1) != 0:
+        raise RuntimeError("llama_decode failed while scoring")
     rows = []
     for i in range(first, n - 1):
         ptr = api.llama_get_logits_ith(ctx, i)
