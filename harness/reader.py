@@ -10,6 +10,7 @@ bounded by the bytes actually present: nothing is preallocated from a count read
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
@@ -397,24 +398,66 @@ class _Parser:
                 stack.append((inner_type, inner_count))
 
     def skip_strings(self, count: int, what: str) -> None:
-        """Walk ``count`` length-prefixed strings. The hot loop of the whole reader: the vocabulary."""
-        start, pos, i = self.pos, self.pos, 0
-        unpack = _U64.unpack_from
-        while i < count:
-            buf = self.buf
-            try:
-                for i in range(i, count):  # noqa: B007 - i is read after the loop
-                    pos += 8 + unpack(buf, pos)[0]
-                i = count
-            except (struct.error, OverflowError):
-                # element i's length prefix lies past what has been read so far (or past 2^63)
-                if pos + 8 > self.size:
-                    self.string_array_error(start, count, what)
-                self.fill(pos + 8, what, pos, hint=min(pos + 8 + (pos - start), self.size))
+        """Walk ``count`` length-prefixed strings: the hot loop of the whole reader (the vocabulary).
+
+        Lengths are read through eight u64 memoryviews of the buffer, one per byte offset modulo 8,
+        eight strings per loop turn; any block that runs past what has been read (or into an absurd
+        length) is redone by the exact walk, which reads more or reports the bad element."""
+        start, pos, done = self.pos, self.pos, 0
+        while done < count:
+            if sys.byteorder == "little" and count - done >= 8:
+                pos, done = self._walk_blocks(pos, done, count)
+            n = min(8, count - done) if done < count else 0
+            if n:
+                pos = self._walk_exact(pos, n, start, count, what)
+                done += n
         if pos > self.size:
             self.string_array_error(start, count, what)
         self.fill(pos, what, start)
         self.pos = pos
+
+    def _walk_blocks(self, pos: int, done: int, count: int) -> tuple[int, int]:
+        """Whole blocks of 8 strings while they lie inside the buffer; returns where it stopped."""
+        with memoryview(self.buf) as mv:
+            size = len(mv)
+            views = [mv[k : k + (size - k) // 8 * 8].cast("Q") for k in range(8)]
+            try:
+                m = views
+                for _ in range((count - done) >> 3):
+                    p0 = pos
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    pos += 8 + m[pos & 7][pos >> 3]
+                    done += 8
+                    p0 = pos
+            except (IndexError, OverflowError):
+                pos = p0  # this block is redone exactly
+            finally:
+                for v in views:
+                    v.release()
+        return pos, done
+
+    def _walk_exact(self, pos: int, n: int, start: int, count: int, what: str) -> int:
+        """``n`` strings from ``pos`` with struct, reading more as needed."""
+        unpack = _U64.unpack_from
+        i = 0
+        while i < n:
+            buf = self.buf
+            try:
+                for i in range(i, n):  # noqa: B007 - i is read after the loop
+                    pos += 8 + unpack(buf, pos)[0]
+                i = n
+            except (struct.error, OverflowError):
+                # this length prefix lies past what has been read so far (or past 2^63)
+                if pos + 8 > self.size:
+                    self.string_array_error(start, count, what)
+                self.fill(pos + 8, what, pos, hint=min(pos + 8 + (pos - start), self.size))
+        return pos
 
     def string_array_error(self, start: int, count: int, what: str) -> None:
         """Slow path: find which element runs off the end of the file, and say so."""
