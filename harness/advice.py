@@ -8,11 +8,8 @@ from . import ggml
 from .errors import HarnessError
 from .header import ModelHeader
 from .placement import ContextParams
-from .planner import Device, Host, Plan, solve
+from .planner import MAX_GPUS, Device, Host, Plan, gpus_to_fit, solve
 from .report import gib
-
-_MAX_GPUS = 16
-
 
 def shortfall_bytes(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams,
                     margin_fraction: float) -> int:
@@ -50,14 +47,13 @@ def suggest(header: ModelHeader, plan: Plan, devices: list[Device], host: Host, 
                 out.append(f"--kv-type {kv}: every layer fits (flash attention on)")
                 break
     if gpu_profile:
-        for n in range(len(devices) + 1, _MAX_GPUS + 1):
-            p = fits(header, [replace(devices[0], name=f"{gpu_profile}#{i}") for i in range(n)], cp)
-            if p:
-                out.append(f"--gpus {n}: {n} x {gpu_profile} hold every layer, predicted "
-                           f"{p.predicted_tg_tokens_per_s:.1f} tokens/s generation")
-                break
+        found = gpus_to_fit(header, devices[0], host, cp, margin_fraction, start=len(devices) + 1)
+        if found:
+            n, p = found
+            out.append(f"--gpus {n}: {n} x {gpu_profile} hold every layer, predicted "
+                       f"{p.predicted_tg_tokens_per_s:.1f} tokens/s generation")
         else:
-            out.append(f"even {_MAX_GPUS} x {gpu_profile} do not hold every layer")
+            out.append(f"even {MAX_GPUS} x {gpu_profile} do not hold every layer")
     out.extend(_smaller_quant(header, devices, host, cp, fits))
     for name, h in (alternatives or {}).items():
         p = fits(h, devices, cp)

@@ -14,6 +14,7 @@ from gguf import GGMLQuantizationType as T, GGUFValueType as V, Keys
 from . import ggml
 from .errors import RegistryError
 from .header import ModelHeader, model_header
+from .placement import pad
 from .reader import GGUFFile, KeyValue, TensorInfo
 
 
@@ -78,7 +79,7 @@ def build_header(spec: ArchSpec) -> ModelHeader:
     for name, shape, ttype in builder(spec, wtype):
         n_bytes = ggml.tensor_nbytes(shape, ttype)
         tensors.append(TensorInfo(name, shape, ttype, offset, n_bytes))
-        offset += -(-n_bytes // 32) * 32
+        offset += pad(n_bytes, 32)
     arch = spec.family
     file_type = 32 if spec.source_type == "BF16" else 1  # LLAMA_FTYPE_MOSTLY_BF16 / _F16
     kvs = [

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine import EngineReport
+from .header import ModelHeader
 from .planner import Plan
 from .runner import Session
 
@@ -71,6 +72,7 @@ class BenchResult:
     peak_rss_bytes: int
     host_read_bytes_per_s: float  # measured (numpy sum over 256 MiB)
     bytes_per_token: int  # read per generated token where the weights live (embedding rows excluded)
+    header: ModelHeader
 
 
 def _random_tokens(n_vocab: int, n: int, seed: int) -> list[int]:
@@ -163,8 +165,9 @@ def bytes_per_token(plan: Plan, header) -> int:
     return weights
 
 
-def records(b: BenchResult, header) -> list[dict]:
+def records(b: BenchResult) -> list[dict]:
     """llama-bench's record fields (json/jsonl output) plus the harness's own."""
+    header = b.header
     out = []
     fa = b.plan.context.flash_attn
     bound = b.host_read_bytes_per_s / b.bytes_per_token if b.bytes_per_token and not b.plan.devices else None
@@ -217,15 +220,15 @@ def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None
 
     resolved = resolve_model(req.model)
     if resolved.virtual:
-        raise CannotRunHere(what_it_would_take(req))
+        raise CannotRunHere(what_it_would_take(req, resolved))
     progress("measuring this host's memory bandwidth")
     host_bw = measure_host_read_bandwidth()
-    result = make_plan(replace(req, local=True, host_profile="this"))
+    result = make_plan(replace(req, local=True, host_profile="this"), resolved)
     plan = result.plan
     try:
         check_runnable(plan, force)
     except WontFitError as exc:
-        raise CannotRunHere(f"{exc}\n\n{what_it_would_take(req)}") from None
+        raise CannotRunHere(f"{exc}\n\n{what_it_would_take(req, resolved)}") from None
     path = resolved.header.paths[0]
     threads = n_threads or os.cpu_count() or 1
     progress(f"loading {path} with n_gpu_layers {plan.n_gpu_layers}")
@@ -234,29 +237,31 @@ def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None
         report = s.report()
         load_s = s.lm.load_s
     return BenchResult(req.model, path, plan, report, threads, tuple(tests), load_s, peak_rss_bytes(), host_bw,
-                       bytes_per_token(plan, resolved.header))
+                       bytes_per_token(plan, resolved.header), resolved.header)
 
 
-def what_it_would_take(req) -> str:
+def what_it_would_take(req, resolved) -> str:
     """For a model that cannot run here: the exact plan on the target GPU, the alternatives, the download."""
     from dataclasses import replace
 
     from .hardware import host_ram_bytes
-    from .planning import make_plan, render_plan
+    from .planner import solve
+    from .planning import context_of, make_plan, render_plan, target_devices, target_host
     from .report import gib, table
 
-    target = make_plan(replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 0))
-    header_plan = target.plan
+    target_req = replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 0)
+    target = make_plan(target_req, resolved)
+    host, cp = target_host(target_req), context_of(target_req)
     lines = [f"{req.model} cannot run on this machine. On the target:", "", render_plan(target), ""]
     rows = []
     for n in (1, 2, 4, 8, 16):
-        alt = make_plan(replace(req, gpus=n, local=False, host_ram_bytes=0)).plan
+        devices = target_devices(replace(target_req, gpus=n))[0]
+        alt = solve(resolved.header, devices, host, cp, margin_fraction=req.margin_fraction)
         rows.append([f"{n} x {target.gpu_profile or 'gpu'}", f"{alt.n_gpu_layers}/{alt.n_layers_total}", alt.verdict,
                      gib(alt.host.weights_bytes + alt.host.kv_bytes), f"{alt.predicted_tg_tokens_per_s:.2f}"])
     lines.append(table(["GPUs", "layers on GPUs", "verdict", "host RAM needed", "predicted tg tokens/s"], rows,
                        right=[False, True, False, True, True]))
-    tensor_bytes = sum(d.weights_bytes for d in header_plan.devices) + header_plan.host.weights_bytes
-    lines += ["", f"download: {gib(tensor_bytes)} of tensors (plus a few MiB of headers); this machine has "
+    lines += ["", f"download: {gib(resolved.header.tensor_bytes)} of tensors (plus a few MiB of headers); this machine has "
                   f"{gib(host_ram_bytes())} of RAM."]
     return "\n".join(lines)
 
@@ -281,24 +286,11 @@ def markdown(result, recs: list[dict]) -> str:
                      + (f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
                         f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sums over 256 MiB on every core), measured = "
                         f"{100 * tg['bound_fraction']:.0f}% of it" if bound else ""))
-    mem = [[name, human_bytes(pred), human_bytes(sum(v for k, v in _actual(recs).items()
-                                                        if _same_device(name, k)))]
+    mem = [[name, human_bytes(pred), human_bytes(result.report.actual_bytes(name))]
            for name, pred in r0["memory_predicted"].items()]
     lines.append("")
     lines.append(table(["memory", "predicted", "llama.cpp"], mem, right=[False, True, True]))
     return "\n".join(lines)
-
-
-def _actual(recs: list[dict]) -> dict:
-    return recs[0]["memory_actual"]
-
-
-def _same_device(planned: str, buffer_name: str) -> bool:
-    if planned == "host":
-        return not buffer_name.startswith(("RPC", "CUDA"))
-    if "[" in planned:
-        return buffer_name.endswith(planned[planned.index("["):])
-    return buffer_name.startswith(planned)
 
 
 def write_results(out_dir: str, recs: list[dict], md: str) -> None:

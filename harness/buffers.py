@@ -25,12 +25,12 @@ def compute_bytes(header: ModelHeader, cp: ContextParams, holds_layers: bool, ho
     """Peak compute buffer of one device. The host also keeps the graph inputs (token embeddings
     gathered, positions, the mask) even when every layer is offloaded."""
     a = header.arch
-    n_ub = min(cp.n_ubatch, cp.n_batch, kv_cells(header, cp).base)
+    cells = kv_cells(header, cp)
+    n_ub = min(cp.n_ubatch, cp.n_batch, cells.base)
     n_embd = a.n_embd or 0
     n_ff = max(a.n_ff or (0,), default=0)
     n_head = max(a.n_head or (0,), default=0)
     n_q = n_head * (a.key_length or 0)
-    cells = kv_cells(header, cp)
     n_kv, n_kv_swa = cells.base, (cells.swa if any(swa_layers(header)) else 0)
     mask = n_kv * n_ub * (2 if cp.flash_attn else 4)
     if is_host or (holds_output and holds_layers):

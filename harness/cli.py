@@ -270,13 +270,11 @@ def run(model: str, prompt: str, max_tokens: int, temperature: float, top_p: flo
     click.echo()
     from .report import human_bytes
 
-    mem = "; ".join(f"{d.name} {human_bytes(d.weights_bytes + d.kv_bytes + d.compute_bytes)} predicted / "
-                    f"{human_bytes(sum(b.total_bytes for b in result.report.rpc_buffers if d.name.endswith(']') and b.name.endswith(d.name[d.name.index('['):])))} actual"
-                    for d in result.plan.devices)
-    host_actual = sum(b.total_bytes for b in result.report.host_buffers)
     h = result.plan.host
-    mem = (mem + "; " if mem else "") + (f"host {human_bytes(h.weights_bytes + h.kv_bytes + h.compute_bytes + h.output_bytes)}"
-                                         f" predicted / {human_bytes(host_actual)} actual")
+    predicted = [(d.name, d.weights_bytes + d.kv_bytes + d.compute_bytes) for d in result.plan.devices]
+    predicted.append(("host", h.total_bytes))
+    mem = "; ".join(f"{name} {human_bytes(n)} predicted / {human_bytes(result.report.actual_bytes(name))} actual"
+                    for name, n in predicted)
     click.echo(f"[{g.prompt_tokens} prompt tokens at {g.pp_tokens_per_s:.1f}/s, {g.completion_tokens} generated at "
                f"{g.tg_tokens_per_s:.1f}/s, stopped: {g.stopped}; llama.cpp offloaded "
                f"{result.n_layers_offloaded}/{result.plan.n_layers_total} layers (planned {result.plan.n_gpu_layers})"
@@ -306,7 +304,6 @@ def bench(model: str, reps: int, n_prompt: int, n_gen: int, n_ctx: int | None, g
     """
     from .bench import CannotRunHere, bench_model, markdown, records, write_results
     from .planning import PlanRequest
-    from .resolve import resolve_model
 
     req = PlanRequest(model=model, gpu=gpu, budget_bytes=_size_option(budget, "--budget"), rpc=rpcs,
                       n_ctx=n_ctx or max(512, n_prompt + n_gen), kv_type=kv_type, n_gpu_layers=n_gpu_layers)
@@ -315,8 +312,7 @@ def bench(model: str, reps: int, n_prompt: int, n_gen: int, n_ctx: int | None, g
     except CannotRunHere as exc:
         click.echo(str(exc))
         sys.exit(CannotRunHere.exit_code)
-    header = resolve_model(model).header
-    recs = records(result, header)
+    recs = records(result)
     md = markdown(result, recs)
     if out_dir:
         write_results(out_dir, recs, md)
@@ -436,14 +432,13 @@ def models(json_: bool) -> None:
     from .registry import load_registry
     from .report import human_bytes, table
 
-    from .archmodel import build_header
-    from .resolve import at_quant
+    from .resolve import architecture_header
 
     reg = load_registry()
 
     def size_of(e) -> int | None:
         if e.size_bytes is None and e.architecture:  # predicted tensor bytes at the entry's quant
-            return at_quant(build_header(reg.architectures[e.architecture]), e.quant).tensor_bytes
+            return architecture_header(reg, e).tensor_bytes
         return e.size_bytes
 
     rows = [{"name": e.name, "quant": e.quant, "size_bytes": size_of(e),

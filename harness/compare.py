@@ -13,7 +13,7 @@ import ctypes
 import hashlib
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,18 +117,22 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=
     return target
 
 
-def _fit(header, req, cp):
-    """(plan on the target devices, how many GPUs of the kind hold every layer or None)."""
-    from .planner import solve
+@dataclass(frozen=True)
+class _Target:
+    """The budget every variant is planned for: devices, host and context, built once per comparison."""
 
-    devices, host = _devices(req), _host(req)
-    plan = solve(header, devices, host, cp, margin_fraction=req.margin_fraction)
-    for n in range(1, 17):
-        many = [replace(devices[0], name=f"gpu#{i}") for i in range(n)]
-        fit = solve(header, many, host, cp, margin_fraction=req.margin_fraction)
-        if fit.fits_fully:
-            return plan, (n, fit.predicted_tg_tokens_per_s)
-    return plan, (None, None)
+    devices: list
+    host: object
+    context: object
+    margin_fraction: float
+
+    def fit(self, header) -> tuple[object, int | None, float | None]:
+        """(plan on the devices, how many GPUs of the kind hold every layer, predicted tg there)."""
+        from .planner import gpus_to_fit, solve
+
+        plan = solve(header, self.devices, self.host, self.context, margin_fraction=self.margin_fraction)
+        found = gpus_to_fit(header, self.devices[0], self.host, self.context, self.margin_fraction)
+        return plan, (found[0] if found else None), (found[1].predicted_tg_tokens_per_s if found else None)
 
 
 def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_chunks: int = 8,
@@ -136,23 +140,25 @@ def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_ch
     """``req`` is a planning.PlanRequest for the target budget (its model is the one compared)."""
     from .resolve import resolve_model
 
+    from .planning import context_of, target_devices, target_host
+
     resolved = resolve_model(req.model, req.remote)
+    target = _Target(target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction)
     if resolved.virtual:
-        return _compare_architecture(req, quants, resolved, progress)
-    return _compare_local(req, quants, resolved, text, reps, n_chunks, progress)
+        return _compare_architecture(req, quants, resolved, target, progress)
+    return _compare_local(req, quants, resolved, target, text, reps, n_chunks, progress)
 
 
-def _compare_architecture(req, quants, resolved, progress) -> Comparison:
+def _compare_architecture(req, quants, resolved, target: _Target, progress) -> Comparison:
     from .resolve import at_quant
     from .sizes import needs_imatrix, predict
 
-    cp = _context(req)
     rows = []
     for q in quants:
         progress(f"{q}: sizing and planning")
         h = at_quant(resolved.header, q)
         pred = predict(resolved.header, q, needs_imatrix(resolved.header, q))
-        plan, (gpus, tg_fit) = _fit(h, req, cp)
+        plan, gpus, tg_fit = target.fit(h)
         rows.append(Row(q, h.tensor_bytes, None, h.bits_per_weight, pred.n_fallback, plan.n_gpu_layers,
                         plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus, tg_fit,
                         note="predicted (not measured here)"))
@@ -161,34 +167,7 @@ def _compare_architecture(req, quants, resolved, progress) -> Comparison:
         "quality and measured speed are not measured here",))
 
 
-def _context(req):
-    from .placement import ContextParams
-
-    return ContextParams(n_ctx=req.n_ctx, n_ubatch=req.n_ubatch, type_k=req.kv_type, type_v=req.kv_type,
-                         flash_attn=req.flash_attn or req.kv_type != "f16")
-
-
-def _devices(req):
-    from .hardware import load_profiles
-    from .planner import Device
-    from .planning import DEFAULT_GPU
-
-    profiles = load_profiles()
-    if req.budget_bytes is not None:
-        return [Device("gpu#0", req.budget_bytes, req.reserve_bytes or 0)]
-    return [Device.from_profile(profiles.gpu(req.gpu or DEFAULT_GPU), i, reserve_bytes=req.reserve_bytes)
-            for i in range(req.gpus)]
-
-
-def _host(req):
-    from .hardware import host_ram_bytes, load_profiles
-    from .planner import Host
-
-    ram = req.host_ram_bytes if req.host_ram_bytes is not None else host_ram_bytes()
-    return Host.from_profile(load_profiles().host(req.host_profile), ram)
-
-
-def _compare_local(req, quants, resolved, text, reps, n_chunks, progress) -> Comparison:
+def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks, progress) -> Comparison:
     from .bench import run_bench
     from .placement import ContextParams
     from .quality import default_text, measure
@@ -231,7 +210,7 @@ def _compare_local(req, quants, resolved, text, reps, n_chunks, progress) -> Com
     rows = []
     for q in dict.fromkeys([own, *quants]):
         h = read_header(paths[q])
-        plan, (gpus, tg_fit) = _fit(h, req, _context(req))
+        plan, gpus, tg_fit = target.fit(h)
         pred = predict(resolved.header, q, q in with_imatrix)
         quality = qualities.get("reference" if q == own else q)
         rows.append(Row(q, h.tensor_bytes, h.file_bytes, h.bits_per_weight, pred.n_fallback,

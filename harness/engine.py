@@ -195,6 +195,15 @@ class EngineReport:
     def buffer(self, name: str) -> BufferReport | None:
         return next((b for b in self.buffers if b.name == name), None)
 
+    def actual_bytes(self, planned: str) -> int:
+        """What llama.cpp allocated on a planned device: "host", "RPC[host:port]" (its buffers print as
+        RPC<i>[host:port]) or a local GPU's name."""
+        if planned == "host":
+            return sum(b.total_bytes for b in self.host_buffers)
+        if "[" in planned:
+            return sum(b.total_bytes for b in self.buffers if b.name.endswith(planned[planned.index("["):]))
+        return sum(b.total_bytes for b in self.buffers if b.name.startswith(planned))
+
     @property
     def rpc_buffers(self) -> tuple[BufferReport, ...]:
         return tuple(b for b in self.buffers if b.is_rpc)
@@ -546,17 +555,6 @@ def local_gpus() -> tuple[LocalGPU, ...]:
 
     _backend_initialised()
     so = rpc.ggml()
-    so.ggml_backend_dev_count.argtypes = []
-    so.ggml_backend_dev_count.restype = ctypes.c_size_t
-    so.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    so.ggml_backend_dev_get.restype = ctypes.c_void_p
-    so.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    so.ggml_backend_dev_type.restype = ctypes.c_int
-    so.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-    so.ggml_backend_dev_description.restype = ctypes.c_char_p
-    so.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                           ctypes.POINTER(ctypes.c_size_t)]
-    so.ggml_backend_dev_memory.restype = None
     out = []
     for i in range(so.ggml_backend_dev_count()):
         dev = so.ggml_backend_dev_get(i)

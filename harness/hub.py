@@ -25,7 +25,6 @@ from .reader import parse_gguf, parse_gguf_keeping_bytes
 from .source import BytesSource
 from .split import SHARD_NAME, join_shards
 
-FIRST_READ_BYTES = 256 * 1024
 _URI = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)/(?P<file>[^@]+\.gguf)(?:@(?P<rev>[^/]+))?$")
 
 
@@ -240,8 +239,8 @@ def read_remote_header(uri: str) -> RemoteHeader:
         missing = [f.uri for f, s in zip(files, sources) if s is None]
         if missing:
             raise HubError(f"HF_HUB_OFFLINE is set and these headers are not cached: {', '.join(missing)}")
-        return RemoteHeader(join_shards([parse_gguf(s) for s in sources], len(files) > 1), 0,
-                            sum(len(s._data) for s in sources), None)
+        parsed = [parse_gguf(s) for s in sources]
+        return RemoteHeader(join_shards(parsed, len(files) > 1), 0, sum(p.header_bytes for p in parsed), None)
     first = resolve(files[0])
     remotes = [first] + ([] if len(files) == 1 else list(ThreadPoolExecutor(8).map(
         lambda f: resolve(f, first.commit), files[1:])))

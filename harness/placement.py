@@ -47,7 +47,7 @@ class ContextParams:
             raise ValueError(f"a quantized V cache ({self.type_v}) needs flash attention")
 
 
-def _pad(n: int, to: int) -> int:
+def pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
@@ -96,13 +96,13 @@ class KVCells:
 
 
 def kv_cells(header: ModelHeader, cp: ContextParams) -> KVCells:
-    n_ctx = _pad(cp.n_ctx, 256)
+    n_ctx = pad(cp.n_ctx, 256)
     if cp.kv_unified:
         size, streams = n_ctx, 1
     else:
-        size, streams = _pad(n_ctx // cp.n_seq_max, 256), cp.n_seq_max
+        size, streams = pad(n_ctx // cp.n_seq_max, 256), cp.n_seq_max
     n_swa = header.arch.sliding_window or 0
-    swa = size if cp.swa_full else _pad(min(size, n_swa * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
+    swa = size if cp.swa_full else pad(min(size, n_swa * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
     return KVCells(size, swa, streams)
 
 
@@ -162,11 +162,11 @@ def place(header: ModelHeader, n_gpu_layers: int, split: list[float], cp: Contex
         else:
             d = -1  # token_embd and other input tensors stay on the host
         where[t.name] = d
-        weights[d] = weights.get(d, 0) + _pad(t.n_bytes, align.get(d, 32))
+        weights[d] = weights.get(d, 0) + pad(t.n_bytes, align.get(d, 32))
     duplicated = 0
     embd = header.tensor("token_embd.weight")
     if header.tensor("output.weight") is None and embd is not None and out_dev != -1:
-        duplicated = _pad(embd.n_bytes, align.get(out_dev, 32))  # tied output: llama.cpp loads a copy
+        duplicated = pad(embd.n_bytes, align.get(out_dev, 32))  # tied output: llama.cpp loads a copy
         weights[out_dev] = weights.get(out_dev, 0) + duplicated
     kv: dict[int, int] = {}
     for il, b in enumerate(kv_bytes_per_layer(header, cp)):

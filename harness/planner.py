@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from .buffers import compute_bytes, output_bytes
 from .hardware import GPUProfile, HostProfile
 from .header import ModelHeader
-from .placement import ContextParams, Placement, kv_bytes_per_layer, place
+from .placement import ContextParams, Placement, kv_bytes_per_layer, pad, place
 
 
 # Per-token fixed costs (DESIGN.md: "+ fixed overhead"): what keeps a small model far below its
@@ -166,14 +166,14 @@ def _split_for(header: ModelHeader, devices: list[Device], host: Host, cp: Conte
     layer_bytes = [kv[il] for il in range(n_layer)]
     out_bytes = 0
     for t in header.tensors:
-        padded = -(-t.n_bytes // 32) * 32
+        padded = pad(t.n_bytes, 32)
         if t.layer is not None:
             layer_bytes[t.layer] += padded
         elif t.name.startswith("output"):
             out_bytes += padded
     embd = header.tensor("token_embd.weight")
     if header.tensor("output.weight") is None and embd is not None:
-        out_bytes += -(-embd.n_bytes // 32) * 32
+        out_bytes += pad(embd.n_bytes, 32)
     slots = [layer_bytes[il] for il in range(n_layer + 1 - ngl, n_layer)] + [out_bytes]
     counts = [0] * len(devices)
     used = [0] * len(devices)
@@ -217,6 +217,20 @@ def solve(header: ModelHeader, devices: list[Device], host: Host, cp: ContextPar
         else:
             hi = mid - 1
     return best
+
+
+MAX_GPUS = 16
+
+
+def gpus_to_fit(header: ModelHeader, device: Device, host: Host, cp: ContextParams, margin_fraction: float,
+                start: int = 1) -> tuple[int, Plan] | None:
+    """The fewest copies of ``device`` (from ``start`` up to MAX_GPUS) that hold every layer, and that plan."""
+    for n in range(start, MAX_GPUS + 1):
+        devices = [replace(device, name=f"{device.name.split('#')[0]}#{i}") for i in range(n)]
+        plan = solve(header, devices, host, cp, margin_fraction=margin_fraction)
+        if plan.fits_fully:
+            return n, plan
+    return None
 
 
 def _even(devices: list[Device]) -> list[float]:

@@ -75,11 +75,8 @@ def _rpc_device(spec: str) -> tuple[Device, str]:
     return Device(f"RPC[{endpoint}]", budget, 0, 40e9, 0.5e12, 1.25e9), endpoint
 
 
-def make_plan(req: PlanRequest) -> PlanResult:
-    from .resolve import resolve_model
-
-    resolved = resolve_model(req.model, req.remote)
-    header = resolved.header
+def target_devices(req: PlanRequest) -> tuple[list[Device], list[str], str | None]:
+    """(offload devices, their RPC endpoints, the GPU profile key) that ``req`` names."""
     profiles = load_profiles()
     devices: list[Device] = []
     endpoints = []
@@ -105,18 +102,35 @@ def make_plan(req: PlanRequest) -> PlanResult:
             gpu_key = req.gpu or DEFAULT_GPU
             base = Device.from_profile(profiles.gpu(gpu_key), 0, reserve_bytes=req.reserve_bytes)
         devices = [Device(f"{gpu_key or 'gpu'}#{i}", *_fields_after_name(base)) for i in range(req.gpus)] + devices
+    return devices, endpoints, gpu_key
+
+
+def target_host(req: PlanRequest) -> Host:
     ram = req.host_ram_bytes if req.host_ram_bytes is not None else host_ram_bytes()
     if req.host_profile == "this":
         from .hardware import measured_host_profile
 
-        host = Host.from_profile(measured_host_profile(), ram)
-    else:
-        host = Host.from_profile(profiles.host(req.host_profile), ram)
+        return Host.from_profile(measured_host_profile(), ram)
+    return Host.from_profile(load_profiles().host(req.host_profile), ram)
+
+
+def context_of(req: PlanRequest) -> ContextParams:
     try:
-        cp = ContextParams(n_ctx=req.n_ctx, n_ubatch=req.n_ubatch, type_k=req.kv_type, type_v=req.kv_type,
-                           flash_attn=req.flash_attn or req.kv_type != "f16")
+        return ContextParams(n_ctx=req.n_ctx, n_ubatch=req.n_ubatch, type_k=req.kv_type, type_v=req.kv_type,
+                             flash_attn=req.flash_attn or req.kv_type != "f16")
     except ValueError as exc:
         raise HarnessError(str(exc)) from None
+
+
+def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
+    """Plan ``req``; ``resolved`` (a resolve.ResolvedModel) spares a second header read when the caller has it."""
+    from .resolve import resolve_model
+
+    resolved = resolved or resolve_model(req.model, req.remote)
+    header = resolved.header
+    devices, endpoints, gpu_key = target_devices(req)
+    host = target_host(req)
+    cp = context_of(req)
     plan = solve(header, devices, host, cp, req.n_gpu_layers, req.margin_fraction)
     alternatives = _registry_alternatives(resolved)
     advice = suggest(header, plan, devices, host, cp, req.margin_fraction, gpu_key if not req.rpc else None,
@@ -141,16 +155,15 @@ def _fields_after_name(d: Device) -> tuple:
 
 
 def _registry_alternatives(resolved) -> dict[str, Any]:
-    from .archmodel import build_header
     from .registry import load_registry
-    from .resolve import at_quant
+    from .resolve import architecture_header
 
     reg = load_registry()
     own = resolved.entry.architecture if resolved.entry else None
     out = {}
     for name, e in reg.entries.items():
         if e.architecture and e.architecture != own:
-            out[name] = at_quant(build_header(reg.architectures[e.architecture]), e.quant)
+            out[name] = architecture_header(reg, e)
     return dict(sorted(out.items(), key=lambda kv: -kv[1].tensor_bytes))
 
 

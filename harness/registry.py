@@ -150,10 +150,15 @@ def load_registry(path: Path | None = None) -> Registry:
     return Registry(path, default, entries, archs)
 
 
+def names_a_file(model: str) -> bool:
+    """A MODEL argument that is a path rather than a registry name."""
+    return Path(model).expanduser().exists() or os.sep in model or model.endswith(".gguf")
+
+
 def resolve_path(model: str) -> Path:
     """A model argument to a local file: an existing path, or an installed registry entry."""
     p = Path(model).expanduser()
-    if p.exists() or os.sep in model or model.endswith(".gguf"):
+    if names_a_file(model):
         if not p.exists():
             raise ModelNotFoundError(f"{model}: no such file")
         return p

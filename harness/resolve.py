@@ -4,18 +4,18 @@ rules)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from gguf import Keys, LlamaFileType
 
 from . import ggml
 from .archmodel import build_header
 from .header import ModelHeader, model_header
+from .placement import pad
 from .reader import KeyValue, TensorInfo
-from .registry import RegistryEntry, load_registry, resolve_path
+from .registry import RegistryEntry, load_registry, names_a_file, resolve_path
 from .split import read_header
+
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -35,7 +35,7 @@ def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
     tensors, offset = [], 0
     for t, p in zip(header.tensors, pred.tensors):
         tensors.append(TensorInfo(t.name, t.shape, p.ggml_type, offset, p.n_bytes))
-        offset += -(-p.n_bytes // 32) * 32
+        offset += pad(p.n_bytes, 32)
     shard = header.shards[0]
     metadata = dict(shard.metadata)
     ftype = int(LlamaFileType[f"MOSTLY_{quant}"])
@@ -46,10 +46,15 @@ def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
     return model_header([virtual])
 
 
+def architecture_header(registry, entry: RegistryEntry) -> ModelHeader:
+    """A registry entry known by its architecture, built as the converter would and quantized by llama.cpp's rules."""
+    return at_quant(build_header(registry.architectures[entry.architecture]), entry.quant)
+
+
 def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
     """``remote``: for a registry entry with a Hub source, read its real header over the network
     instead of building it from the architecture."""
-    if remote and not model.startswith("hf://") and not Path(model).exists():
+    if remote and not model.startswith("hf://") and not names_a_file(model):
         from .hub import registry_uri
 
         entry = load_registry().get(model)
@@ -64,13 +69,11 @@ def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
         if local:  # downloaded and verified: run from the files
             return ResolvedModel(model, read_header(local[0]), None, False, ggml.quant_in_name(model))
         return ResolvedModel(model, remote.header, None, True, ggml.quant_in_name(model))
-    p = Path(model).expanduser()
-    if p.exists() or os.sep in model or model.endswith(".gguf"):
+    if names_a_file(model):
         path = resolve_path(model)
         return ResolvedModel(model, read_header(path), None, False, ggml.quant_in_name(path.name))
     reg = load_registry()
     entry = reg.get(model)
     if entry.file is None:
-        spec = reg.architectures[entry.architecture]
-        return ResolvedModel(model, at_quant(build_header(spec), entry.quant), entry, True, entry.quant)
+        return ResolvedModel(model, architecture_header(reg, entry), entry, True, entry.quant)
     return ResolvedModel(model, read_header(resolve_path(model)), entry, False, entry.quant)

@@ -96,6 +96,18 @@ def ggml() -> ctypes.CDLL:
     so.ggml_backend_reg_dev_count.restype = ctypes.c_size_t
     so.ggml_backend_reg_dev_get.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     so.ggml_backend_reg_dev_get.restype = ctypes.c_void_p
+    # the device list (engine.local_gpus)
+    so.ggml_backend_dev_count.argtypes = []
+    so.ggml_backend_dev_count.restype = ctypes.c_size_t
+    so.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    so.ggml_backend_dev_get.restype = ctypes.c_void_p
+    so.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    so.ggml_backend_dev_type.restype = ctypes.c_int
+    so.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    so.ggml_backend_dev_description.restype = ctypes.c_char_p
+    so.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                           ctypes.POINTER(ctypes.c_size_t)]
+    so.ggml_backend_dev_memory.restype = None
     return so
 
 

@@ -62,9 +62,6 @@ class Session:
         self.n_ctx = self.api.llama_n_ctx(lm.ctx)
         self.n_batch = self.api.llama_n_batch(lm.ctx)
 
-    def close(self) -> None:
-        pass
-
     def report(self) -> EngineReport:
         """llama.cpp's own account of the load so far (buffers per device, layers offloaded)."""
         return report_of(self.path, self.lm.capture, n_gpu_layers=self.plan.n_gpu_layers if self.plan else 0,
@@ -202,11 +199,7 @@ def open_session(path: str, plan: Plan | None, cp: ContextParams, devices: tuple
     with loaded_model(path, ngl, cp.n_ctx, devices, type_k=cp.type_k, type_v=cp.type_v, flash_attn=cp.flash_attn,
                       n_batch=cp.n_batch, n_ubatch=cp.n_ubatch, n_seq_max=cp.n_seq_max, n_threads=n_threads,
                       swa_full=cp.swa_full, tensor_split=split) as lm:
-        session = Session(lm, cp, plan, path, devices)
-        try:
-            yield session
-        finally:
-            session.close()
+        yield Session(lm, cp, plan, path, devices)
 
 
 class WontFitError(HarnessError):
@@ -254,7 +247,7 @@ def run_prompt(req, prompt: str, max_tokens: int, sampling: Sampling, chat: bool
     if resolved.virtual:
         raise WontFitError(f"{req.model} is known by its architecture only: there is no file to run here "
                            f"(`harness plan {req.model}` shows what it would take)")
-    result = make_plan(replace(req, local=True))
+    result = make_plan(replace(req, local=True), resolved)
     plan = result.plan
     check_runnable(plan, force)
     path = resolved.header.paths[0]
