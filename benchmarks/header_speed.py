@@ -15,8 +15,8 @@ import sys
 import time
 
 from harness import libggml, read_header
-from harness.registry import resolve_path
-from harness.report import table
+from harness.models.registry import resolve_path
+from harness.units import table
 
 
 def _time(fn) -> float:

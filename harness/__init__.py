@@ -1,9 +1,9 @@
 """harness: exactly whether and how a GGUF model runs on your hardware."""
 
-from .errors import GGUFError, HarnessError
-from .header import Architecture, ModelHeader
-from .reader import GGUFFile, KeyValue, LazyArray, TensorInfo, parse_gguf
-from .split import read_header
+from harness.errors import GGUFError, HarnessError
+from harness.gguf.header import Architecture, ModelHeader
+from harness.gguf.reader import GGUFFile, KeyValue, LazyArray, TensorInfo, parse_gguf
+from harness.gguf.shards import read_header
 
 __all__ = [
     "Architecture",

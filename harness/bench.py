@@ -17,47 +17,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .engine import EngineReport
-from .header import ModelHeader
-from .planner import Plan
-from .runner import Session
-
-
-@dataclass(frozen=True)
-class TestResult:
-    test: str  # "pp512" / "tg128"
-    n_prompt: int
-    n_gen: int
-    samples_s: tuple[float, ...]
-    baseline_samples_s: tuple[float, ...]
-
-    @property
-    def n_tokens(self) -> int:
-        return self.n_prompt or self.n_gen
-
-    @property
-    def samples_ts(self) -> tuple[float, ...]:
-        return tuple(self.n_tokens / s for s in self.samples_s)
-
-    @property
-    def avg_ts(self) -> float:
-        return statistics.fmean(self.samples_ts)
-
-    @property
-    def stddev_ts(self) -> float:
-        return statistics.stdev(self.samples_ts) if len(self.samples_ts) > 1 else 0.0
-
-    @property
-    def baseline_avg_ts(self) -> float:
-        return statistics.fmean(self.n_tokens / s for s in self.baseline_samples_s) if self.baseline_samples_s else 0.0
-
-    @property
-    def overhead_ratio(self) -> float:
-        """The harness's speed over the bare loop's (1.0: no overhead): the median of the per-repetition
-        ratios, each repetition's pair run back to back, so that drift on a shared machine cancels."""
-        if not self.baseline_samples_s:
-            return 0.0
-        return statistics.median(b / h for h, b in zip(self.samples_s, self.baseline_samples_s))
+from harness.errors import CannotRunHere
+from harness.llama.engine import EngineReport
+from harness.gguf.header import ModelHeader
+from harness.offload.solver import Plan
+from harness.llama.bench_loop import TestResult, peak_rss_bytes, run_bench
+import os
+from dataclasses import replace
+from harness.offload.hardware import measure_host_read_bandwidth
+from harness.plan import make_plan
+from harness.models.resolve import resolve_model
+from harness.errors import WontFitError
+from harness.llama.session import open_session
+from harness.run import check_runnable
+from harness.offload.hardware import host_ram_bytes
+from harness.offload.solver import solve
+from harness.plan import context_of, make_plan, render_plan, target_devices, target_host
+from harness.units import gib, table
+from harness.units import human_bytes, table
+from pathlib import Path
+from harness.models.assets import atomic_output
 
 
 @dataclass(frozen=True)
@@ -73,85 +52,6 @@ class BenchResult:
     host_read_bytes_per_s: float  # measured (numpy sum over 256 MiB)
     bytes_per_token: int  # read per generated token where the weights live (embedding rows excluded)
     header: ModelHeader
-
-
-def _random_tokens(n_vocab: int, n: int, seed: int) -> list[int]:
-    rng = random.Random(seed)
-    return [rng.randrange(n_vocab) for _ in range(n)]
-
-
-def _bare_pp(s: Session, tokens: list[int]) -> float:
-    """The baseline: llama_batch_get_one + llama_decode, nothing else."""
-    api, ctx = s.api, s.lm.ctx
-    api.llama_memory_clear(api.llama_get_memory(ctx), True)
-    arr = (api.llama_token * len(tokens))(*tokens)
-    t = time.perf_counter()
-    for start in range(0, len(tokens), s.n_batch):
-        n = min(s.n_batch, len(tokens) - start)
-        ptr = ctypes.cast(ctypes.addressof(arr) + start * ctypes.sizeof(api.llama_token),
-                          ctypes.POINTER(api.llama_token))
-        if api.llama_decode(ctx, api.llama_batch_get_one(ptr, n)) != 0:
-            raise RuntimeError("llama_decode failed in the baseline loop")
-    api.llama_synchronize(ctx)
-    return time.perf_counter() - t
-
-
-def _bare_tg(s: Session, tokens: list[int]) -> float:
-    api, ctx = s.api, s.lm.ctx
-    api.llama_memory_clear(api.llama_get_memory(ctx), True)
-    one = (api.llama_token * 1)()
-    t = time.perf_counter()
-    for tok in tokens:
-        one[0] = tok
-        if api.llama_decode(ctx, api.llama_batch_get_one(one, 1)) != 0:
-            raise RuntimeError("llama_decode failed in the baseline loop")
-    api.llama_synchronize(ctx)
-    return time.perf_counter() - t
-
-
-def _harness_pp(s: Session, tokens: list[int]) -> float:
-    s.clear()
-    t = time.perf_counter()
-    s.decode(tokens, 0)
-    s.api.llama_synchronize(s.lm.ctx)
-    return time.perf_counter() - t
-
-
-def _harness_tg(s: Session, tokens: list[int]) -> float:
-    s.clear()
-    t = time.perf_counter()
-    for pos, tok in enumerate(tokens):
-        s.decode([tok], pos)
-    s.api.llama_synchronize(s.lm.ctx)
-    return time.perf_counter() - t
-
-
-def run_bench(s: Session, n_prompt: int, n_gen: int, reps: int, progress: Callable[[str], None]) -> list[TestResult]:
-    results = []
-    for test, n, harness_fn, bare_fn in (("pp", n_prompt, _harness_pp, _bare_pp), ("tg", n_gen, _harness_tg, _bare_tg)):
-        if n <= 0:
-            continue
-        tokens = _random_tokens(s.n_vocab, n, seed=n)
-        progress(f"{test}{n}: warm-up")
-        harness_fn(s, tokens)
-        bare_fn(s, tokens)
-        ours, bare = [], []
-        for r in range(reps):
-            progress(f"{test}{n}: repetition {r + 1}/{reps}")
-            # alternate which goes first, so drift on a shared machine hits both alike
-            if r % 2:
-                bare.append(bare_fn(s, tokens))
-                ours.append(harness_fn(s, tokens))
-            else:
-                ours.append(harness_fn(s, tokens))
-                bare.append(bare_fn(s, tokens))
-        results.append(TestResult(f"{test}{n}", n if test == "pp" else 0, n if test == "tg" else 0,
-                                  tuple(ours), tuple(bare)))
-    return results
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def bytes_per_token(plan: Plan, header) -> int:
@@ -201,22 +101,10 @@ def records(b: BenchResult) -> list[dict]:
     return out
 
 
-class CannotRunHere(Exception):
-    """Raised with the full text of what it would take (the CLI prints it and exits 10)."""
-
-    exit_code = 10
-
-
 def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None, force: bool,
                 progress: Callable[[str], None]) -> BenchResult:
     """Plan ``req`` (a planning.PlanRequest) for this machine, load it that way, and bench it."""
-    import os
-    from dataclasses import replace
 
-    from .hardware import measure_host_read_bandwidth
-    from .planning import make_plan
-    from .resolve import resolve_model
-    from .runner import WontFitError, check_runnable, open_session
 
     resolved = resolve_model(req.model)
     if resolved.virtual:
@@ -242,12 +130,7 @@ def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None
 
 def what_it_would_take(req, resolved) -> str:
     """For a model that cannot run here: the exact plan on the target GPU, the alternatives, the download."""
-    from dataclasses import replace
 
-    from .hardware import host_ram_bytes
-    from .planner import solve
-    from .planning import context_of, make_plan, render_plan, target_devices, target_host
-    from .report import gib, table
 
     target_req = replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 0)
     target = make_plan(target_req, resolved)
@@ -267,8 +150,6 @@ def what_it_would_take(req, resolved) -> str:
 
 
 def markdown(result, recs: list[dict]) -> str:
-    from .report import human_bytes, table
-
     r0 = recs[0]
     rows = [[result.model, human_bytes(r0["model_size"]), f"{r0['model_n_params'] / 1e6:.0f} M",
              r0["n_gpu_layers"], r0["n_threads"], t.test, f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
@@ -294,9 +175,7 @@ def markdown(result, recs: list[dict]) -> str:
 
 
 def write_results(out_dir: str, recs: list[dict], md: str) -> None:
-    from pathlib import Path
 
-    from .assets import atomic_output
 
     d = Path(out_dir)
     with atomic_output(d / "results.json") as f:

@@ -17,8 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import settings
-from .errors import HarnessError
+from harness import settings
+from harness.errors import HarnessError
+from harness.llama.imatrix import ImportanceMatrix, compute
+from harness.llama.quality import default_text
+from harness.llama.engine import LogCapture, captured_log
+from harness.llama.imatrix import quantize_params_imatrix
+from harness.offload.solver import gpus_to_fit, solve
+from harness.models.resolve import resolve_model
+from harness.plan import context_of, target_devices, target_host
+from harness.quant.sizes import at_quant
+from harness.quant.sizes import needs_imatrix, predict
+from harness.bench import run_bench
+from harness.offload.placement import ContextParams
+from harness.llama.quality import default_text, measure
+from harness.llama.session import open_session
+from harness.gguf.shards import read_header
+from harness.models.assets import atomic_output
 
 DEFAULT_QUANTS = ("Q8_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")
 
@@ -72,9 +87,6 @@ def _variant_path(source: Path, quant: str) -> Path:
 
 def importance_matrix(source: Path, text: str | None, log: Callable[[str], None]):
     """The harness's importance matrix for ``source`` over the text (cached beside the variants)."""
-    from .imatrix import ImportanceMatrix, compute
-    from .quality import default_text
-
     digest = hashlib.sha256((text or "pydoc").encode()).hexdigest()[:12]
     path = _variant_path(source, f"imatrix-{digest}")
     if path.exists():
@@ -91,8 +103,6 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=
     temporary name and renamed when complete."""
     import llama_cpp
 
-    from .engine import LogCapture, captured_log
-    from .imatrix import quantize_params_imatrix
 
     target = _variant_path(source, quant + ("-imatrix" if imatrix is not None else ""))
     if target.exists():
@@ -100,7 +110,7 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
+    params.ftype = int(file_type(quant))  # gguf's LlamaFileType values are llama.cpp's LLAMA_FTYPE_*
     params.allow_requantize = True
     keep: list = []
     if imatrix is not None:
@@ -120,7 +130,6 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=
 @dataclass(frozen=True)
 class _Target:
     """The budget every variant is planned for: devices, host and context, built once per comparison."""
-
     devices: list
     host: object
     context: object
@@ -128,7 +137,6 @@ class _Target:
 
     def fit(self, header) -> tuple[object, int | None, float | None]:
         """(plan on the devices, how many GPUs of the kind hold every layer, predicted tg there)."""
-        from .planner import gpus_to_fit, solve
 
         plan = solve(header, self.devices, self.host, self.context, margin_fraction=self.margin_fraction)
         found = gpus_to_fit(header, self.devices[0], self.host, self.context, self.margin_fraction)
@@ -138,9 +146,7 @@ class _Target:
 def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_chunks: int = 8,
             progress: Callable[[str], None] = lambda m: None) -> Comparison:
     """``req`` is a planning.PlanRequest for the target budget (its model is the one compared)."""
-    from .resolve import resolve_model
 
-    from .planning import context_of, target_devices, target_host
 
     resolved = resolve_model(req.model, req.remote)
     target = _Target(target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction)
@@ -150,9 +156,6 @@ def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_ch
 
 
 def _compare_architecture(req, quants, resolved, target: _Target, progress) -> Comparison:
-    from .resolve import at_quant
-    from .sizes import needs_imatrix, predict
-
     rows = []
     for q in quants:
         progress(f"{q}: sizing and planning")
@@ -168,13 +171,6 @@ def _compare_architecture(req, quants, resolved, target: _Target, progress) -> C
 
 
 def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks, progress) -> Comparison:
-    from .bench import run_bench
-    from .placement import ContextParams
-    from .quality import default_text, measure
-    from .runner import open_session
-    from .sizes import needs_imatrix, predict
-    from .split import read_header
-
     source = Path(resolved.header.paths[0])
     own = resolved.header.file_type
     notes = []
@@ -231,7 +227,6 @@ def plot(c: Comparison, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .assets import atomic_output
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
     measured = [r for r in c.rows if r.tg_tokens_per_s is not None]

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.errors import ModelNotFoundError  # noqa: E402
-from harness.registry import resolve_path  # noqa: E402
+from harness.models.registry import resolve_path  # noqa: E402
 
 GEMMA = "gemma3-270m-q4_k_m"
 SMOLLM = "smollm2-135m-q4_1"
@@ -35,7 +35,7 @@ def smollm_path() -> Path:
 
 _ENGINE_SCRIPT = """
 import json, sys
-from harness import libggml
+from harness.llama import libggml
 so = libggml.lib()
 verdicts = {}
 for p in sys.argv[1:]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from harness import read_header
-from harness.archmodel import ArchSpec, build_header
-from harness.registry import load_registry
+from harness.gguf.architecture import ArchSpec, build_header
+from harness.models.registry import load_registry
 
 
 def test_smollm2_rebuilt_from_its_config_equals_the_real_file(smollm_path) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from harness.engine import (MIB_PRINT_TOLERANCE_BYTES, EngineError, EngineReport, LogCapture, load_and_report,
+from harness.llama.engine import (MIB_PRINT_TOLERANCE_BYTES, EngineError, EngineReport, LogCapture, load_and_report,
                             parse_log)
-from harness.rpc import RpcError, RpcServer, free_port, probe
+from harness.llama.rpc import RpcError, RpcServer, free_port, probe
 
 pytestmark = pytest.mark.engine
 
@@ -201,7 +201,7 @@ def test_serve_stops_its_server_on_a_signal(sig) -> None:
     port = free_port()
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    parent = subprocess.Popen([sys.executable, "-c", f"from harness.rpc import serve; serve('127.0.0.1', {port})"],
+    parent = subprocess.Popen([sys.executable, "-c", f"from harness.llama.rpc import serve; serve('127.0.0.1', {port})"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from gguf import GGMLQuantizationType
 
-from harness import ggml, libggml
+from harness.gguf import ggml_types as ggml
+from harness.llama import libggml
 
 
 def test_every_type_layout_matches_libggml() -> None:

@@ -9,9 +9,9 @@ from gguf import GGUFWriter
 
 from harness import read_header
 from harness.compare import build_variant
-from harness.imatrix import ImportanceMatrix, compute
-from harness.placement import ContextParams
-from harness.runner import Sampling, open_session
+from harness.llama.imatrix import ImportanceMatrix, compute
+from harness.offload.placement import ContextParams
+from harness.llama.session import Sampling, open_session
 
 pytestmark = pytest.mark.engine
 

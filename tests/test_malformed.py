@@ -8,7 +8,7 @@ from malformed_cases import CASES, ENGINE_ACCEPTS, LAZY_CASES
 
 from conftest import engine_accepts
 from harness import GGUFError, read_header
-from harness.source import BytesSource
+from harness.gguf.source import BytesSource
 
 # Messages that cannot carry a byte offset: the file is too short to have one, or the problem is a
 # relation between a tensor name and a key rather than one field.

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from conftest import GEMMA, SMOLLM, real_model
 from harness import read_header
 from harness.cli import cli
-from harness.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
-from harness.placement import ContextParams
-from harness.planner import Device, Host, evaluate, solve
-from harness.rpc import RpcServer
+from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
+from harness.offload.placement import ContextParams
+from harness.offload.solver import Device, Host, evaluate, solve
+from harness.llama.rpc import RpcServer
 
 pytestmark = pytest.mark.engine
 
@@ -131,7 +131,7 @@ _GRID = [(ngl, ctx, fa) for ngl in (5, 19) for ctx in (1024, 4096) for fa in (Tr
 def test_compute_buffers_against_simulated_allocation(server, name) -> None:
     """The modelled compute buffers against llama.cpp's no_alloc reservation, which reports them exactly
     as a real allocation would: one device, and two devices where the first holds only layers."""
-    from harness.buffers import compute_bytes
+    from harness.offload.buffers import compute_bytes
 
     path = real_model(name)
     header = read_header(path)
@@ -170,7 +170,7 @@ def test_rpc_server_command_stops_on_sigterm() -> None:
     import sys
     import time
 
-    from harness.rpc import free_port, probe
+    from harness.llama.rpc import free_port, probe
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "harness", "rpc-server", "--port", str(port)],

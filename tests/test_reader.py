@@ -9,7 +9,7 @@ from ggufbytes import base_model
 from writer import add_raw_tensor, write_llama
 
 from harness import GGUFError, read_header
-from harness.source import BytesSource, FileSource
+from harness.gguf.source import BytesSource, FileSource
 
 
 def test_every_value_type_matches_gguf_py(tmp_path) -> None:
@@ -94,7 +94,7 @@ def test_header_only_prefix_knows_every_size(tmp_path, smollm_path) -> None:
 
 
 def test_reader_reads_only_the_header(gemma_path) -> None:
-    from harness.reader import parse_gguf
+    from harness.gguf.reader import parse_gguf
 
     with FileSource(gemma_path) as src:
         f = parse_gguf(src)

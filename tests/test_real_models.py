@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import libggml, read_header
+from harness.llama import libggml
+from harness import read_header
 
 
 @pytest.mark.parametrize("fixture", ["gemma_path", "smollm_path"])

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from harness import assets
+from harness.models import assets
 from harness.errors import AssetError, ModelNotFoundError, RegistryError
-from harness.registry import load_registry, resolve_path
+from harness.models.registry import load_registry, resolve_path
 
 
 def _write(tmp_path, text: str):

@@ -16,12 +16,13 @@ from ggufbytes import Model, base_tensors, kv
 
 from conftest import GEMMA, SMOLLM
 from harness import read_header
-from harness.chat import ChatTemplateError, render
+from harness.llama.chat import ChatTemplateError, render
 from harness.cli import cli
-from harness.planning import PlanRequest
-from harness.rpc import RpcServer
-from harness.runner import Sampling, run_prompt
-from harness.source import BytesSource
+from harness.plan import PlanRequest
+from harness.llama.rpc import RpcServer
+from harness.llama.session import Sampling
+from harness.run import run_prompt
+from harness.gguf.source import BytesSource
 
 pytestmark = pytest.mark.engine
 

@@ -25,9 +25,9 @@ import pytest
 from gguf import GGUFWriter, LlamaFileType
 
 from harness import read_header
-from harness.ggml import type_name
-from harness.quant_rules import FILE_TYPE_NAMES, QuantRuleError, plan, visit_order
-from harness.sizes import predict
+from harness.gguf.ggml_types import type_name
+from harness.quant.rules import FILE_TYPE_NAMES, QuantRuleError, plan, visit_order
+from harness.quant.sizes import predict
 
 
 @dataclass(frozen=True)

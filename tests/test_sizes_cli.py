@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import GEMMA
 from harness import read_header
 from harness.cli import cli
-from harness.report import parse_size
+from harness.units import parse_size
 
 
 def _sizes(*args: str) -> dict:

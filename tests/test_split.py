@@ -9,8 +9,9 @@ from gguf import GGUFValueType as V
 from ggufbytes import Model, base_kvs, base_tensors, kv
 from writer import write_llama
 
-from harness import GGUFError, libggml, read_header
-from harness.split import shard_paths
+from harness.llama import libggml
+from harness import GGUFError, read_header
+from harness.gguf.shards import shard_paths
 
 _SPLIT = {"split.no", "split.count", "split.tensors.count"}
 

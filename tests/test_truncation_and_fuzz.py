@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import SMOLLM, real_model
 from harness import GGUFError, ModelHeader, read_header
-from harness.source import BytesSource
+from harness.gguf.source import BytesSource
 
 
 def _check_cut(data: bytes, cut: int, header_bytes: int, ref: ModelHeader) -> None:

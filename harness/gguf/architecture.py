@@ -1,0 +1,101 @@
+"""Models described by their published architecture alone (no file): the tensor list llama.cpp's
+converter would write, as a ModelHeader, so that inspect, sizes and plan work without a download.
+
+The tensors come out in the converter's source precision (BF16/F16 matrices, F32 norms); the sizes
+module turns them into any quant. Only the llama family is described so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gguf import GGMLQuantizationType as T, GGUFValueType as V, Keys
+
+from harness.gguf import ggml_types
+from harness.errors import RegistryError
+from harness.gguf.header import ModelHeader, model_header
+from harness.gguf.reader import GGUFFile, KeyValue, TensorInfo
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A published configuration (config.json), in the registry's words."""
+
+    name: str
+    family: str
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+    context_length: int
+    tied_output: bool = False
+    rope_freqs: bool = False  # llama 3.1's rope scaling factors, a [head_dim/2] F32 tensor
+    source_type: str = "BF16"
+
+
+def _llama_tensors(s: ArchSpec, wtype: int) -> list[tuple[str, tuple[int, ...], int]]:
+    """Names and ggml-order shapes as convert_hf_to_gguf.py writes a LlamaForCausalLM."""
+    f32 = int(T.F32)
+    q, kv = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
+    out = [("token_embd.weight", (s.n_embd, s.n_vocab), wtype)]
+    if s.rope_freqs:
+        out.append(("rope_freqs.weight", (s.head_dim // 2,), f32))
+    for i in range(s.n_layer):
+        b = f"blk.{i}."
+        out += [
+            (b + "attn_norm.weight", (s.n_embd,), f32),
+            (b + "ffn_down.weight", (s.n_ff, s.n_embd), wtype),
+            (b + "ffn_gate.weight", (s.n_embd, s.n_ff), wtype),
+            (b + "ffn_up.weight", (s.n_embd, s.n_ff), wtype),
+            (b + "ffn_norm.weight", (s.n_embd,), f32),
+            (b + "attn_k.weight", (s.n_embd, kv), wtype),
+            (b + "attn_output.weight", (q, s.n_embd), wtype),
+            (b + "attn_q.weight", (s.n_embd, q), wtype),
+            (b + "attn_v.weight", (s.n_embd, kv), wtype),
+        ]
+    out.append(("output_norm.weight", (s.n_embd,), f32))
+    if not s.tied_output:
+        out.append(("output.weight", (s.n_embd, s.n_vocab), wtype))
+    return out
+
+
+_BUILDERS = {"llama": _llama_tensors}
+
+
+def build_header(spec: ArchSpec) -> ModelHeader:
+    """The header of the model the converter would produce from ``spec``, at its source precision."""
+    try:
+        builder = _BUILDERS[spec.family]
+    except KeyError:
+        raise RegistryError(f"architecture {spec.name!r}: family {spec.family!r} is not described; "
+                            f"known: {', '.join(_BUILDERS)}") from None
+    wtype = ggml_types.type_by_name(spec.source_type)
+    tensors = []
+    offset = 0
+    for name, shape, ttype in builder(spec, wtype):
+        n_bytes = ggml_types.tensor_nbytes(shape, ttype)
+        tensors.append(TensorInfo(name, shape, ttype, offset, n_bytes))
+        offset += ggml_types.pad(n_bytes, 32)
+    arch = spec.family
+    file_type = 32 if spec.source_type == "BF16" else 1  # LLAMA_FTYPE_MOSTLY_BF16 / _F16
+    kvs = [
+        (Keys.General.ARCHITECTURE, V.STRING, arch),
+        (Keys.General.NAME, V.STRING, spec.name),
+        (Keys.General.FILE_TYPE, V.UINT32, file_type),
+        (Keys.LLM.BLOCK_COUNT.format(arch=arch), V.UINT32, spec.n_layer),
+        (Keys.LLM.CONTEXT_LENGTH.format(arch=arch), V.UINT32, spec.context_length),
+        (Keys.LLM.EMBEDDING_LENGTH.format(arch=arch), V.UINT32, spec.n_embd),
+        (Keys.LLM.FEED_FORWARD_LENGTH.format(arch=arch), V.UINT32, spec.n_ff),
+        (Keys.Attention.HEAD_COUNT.format(arch=arch), V.UINT32, spec.n_head),
+        (Keys.Attention.HEAD_COUNT_KV.format(arch=arch), V.UINT32, spec.n_head_kv),
+        (Keys.Attention.KEY_LENGTH.format(arch=arch), V.UINT32, spec.head_dim),
+        (Keys.Attention.VALUE_LENGTH.format(arch=arch), V.UINT32, spec.head_dim),
+        (Keys.LLM.VOCAB_SIZE.format(arch=arch), V.UINT32, spec.n_vocab),
+    ]
+    metadata = {k: KeyValue(k, t, 0, v) for k, t, v in kvs}
+    virtual = GGUFFile(name=f"architecture:{spec.name}", version=3, file_bytes=offset, header_bytes=0,
+                       alignment=32, data_offset=0, data_bytes=offset, metadata=metadata, tensors=tuple(tensors))
+    return model_header([virtual])

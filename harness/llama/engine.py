@@ -1,0 +1,555 @@
+"""Load a model with llama.cpp on chosen devices and report what llama.cpp itself says each buffer costs.
+
+This is the "actual" side of every predicted-vs-actual comparison: the numbers are parsed from
+llama.cpp's own log (captured with `llama_log_set`), not computed here. The low-level ctypes API of
+llama-cpp-python is used directly (no `llama_cpp.Llama`), so that the device list, the load mode and
+the log are ours. `llama_cpp` is imported lazily.
+
+Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source and checked here:
+
+- **Buffer lines** (`%10s`/`%12s` right-aligned buffer names, `%8.2f` MiB), per buffer type:
+  `load_tensors: <name> model buffer size = N MiB`, `llama_kv_cache: <name> KV buffer size = N MiB`,
+  `sched_reserve: <name> compute buffer size = N MiB`, `llama_context: <name>  output buffer size = N MiB`.
+  Names: `CPU_Mapped` (mmapped weights), `CPU` (host buffers), `CPU_REPACK` (weights repacked for the
+  CPU's SIMD kernels, for the types and CPUs that have such kernels), `RPC<i>[host:port]` (device i
+  of an RPC server). A compute buffer is only printed when it is larger than 1 byte.
+- **Rounding.** Each printed value is the byte size / 2**20 rounded to 2 decimals, so it is within
+  0.005 MiB (5,243 bytes) of the truth; `*_bytes` fields here are `round(MiB * 2**20)` per line, summed.
+- **Layers.** `offloaded X/Y layers to GPU`, Y = n_layer + 1 (the output layer is the "+1" and the
+  first to be offloaded). Repeating layers are offloaded from the last one backwards; each carries its
+  KV cache, so with n_gpu_layers = g the device holds KV for g - 1 layers (the output layer has none).
+  Printed whenever the build supports offload (an RPC build always does), also for 0 layers, and
+  also when there is no offload device at all: with no GPU and no RPC device llama.cpp still prints
+  "offloaded 10/31 layers to GPU" and keeps everything on the CPU. Only the devices it says it is
+  `using device …` and their buffers prove an offload (`EngineReport.n_layers_on_devices`).
+- **What a model buffer holds.** `CPU_Mapped` is the mmapped file range from the first to the last
+  host tensor, so with partial offload it can include offloaded tensors' bytes (SmolLM2, 10 of 31
+  layers on RPC: CPU_Mapped 92.10 MiB = the whole file, RPC0 47.71 MiB). A tied output weight is
+  copied to the device holding the output layer (SmolLM2: token_embd's 28.69 MiB on RPC0 at 1 layer).
+- **Context length.** n_ctx is padded up to a multiple of 256 (`GGML_PAD(n_ctx, 256)`); the KV cache
+  then has that many cells (SWA layers of an iSWA model get their own, smaller cache).
+- **KV cache types.** `type_k`/`type_v` are ggml type ids: f32, f16 (default), bf16, q8_0, q4_0,
+  q4_1, iq4_nl, q5_0, q5_1 (llama.cpp's `--cache-type-k/-v` list). A quantized V cache needs flash
+  attention: with `flash_attn_type` AUTO llama.cpp turns it on ("enabling flash_attn since it is
+  required for quantized V cache"), with DISABLED it refuses to create the context. A quantized K
+  cache with flash attention needs head sizes divisible by the type's block size (32).
+- **Flash attention** is `llama_context_params.flash_attn_type`, an enum: AUTO = -1 (default:
+  probed per device at context creation, "Flash Attention enabled" / "... not supported, set to
+  disabled"), DISABLED = 0, ENABLED = 1. There is no `flash_attn` bool any more.
+- **Simulated allocation.** `llama_model_params.no_alloc` with `load_mode = LLAMA_LOAD_MODE_NONE`
+  (0) loads only metadata; compute buffers are then reported as a real allocation would have them,
+  while model and KV buffers print as 0.00 MiB (the `llama_kv_cache: size = …` summary line still gives
+  the KV size that would have been allocated). Host weights print as `CPU`, not `CPU_Mapped`. No decode.
+  With the default load mode (AUTO = -1, which picks mmap) a GGML_ASSERT aborts the process, so
+  both are set together here.
+- **Load errors.** `llama_model_load_from_file` returns NULL; the reason is only in the log
+  (`llama_model_load: error loading model: …`). EngineError carries those lines.
+- **Aborts.** Some failures are GGML_ABORT/GGML_ASSERT, which end the process and cannot be caught:
+  an RPC server that cannot be reached or dies mid-load ("Remote RPC server crashed…"), an RPC protocol
+  mismatch. Endpoints are therefore probed (harness.rpc.connect) before llama.cpp sees them; a server
+  dying during a load still takes this process down. Run loads in a child process where that matters.
+- **Log levels** of this ggml: DEBUG = 1, INFO = 2, WARN = 3, ERROR = 4, CONT = 5 (continues the
+  previous line). llama-cpp-python's own `_logger` still maps 1 to INFO; it is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from functools import cache
+
+from gguf import GGMLQuantizationType
+
+from harness.errors import EngineError, HarnessError
+from harness.llama import rpc
+
+MIB = 1024 * 1024
+# half of the last printed digit (0.01 MiB), in bytes, rounded up: the error bound of one printed value
+MIB_PRINT_TOLERANCE_BYTES = 5243
+
+LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CONT = 1, 2, 3, 4, 5
+
+FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = -1, 0, 1
+LOAD_MODE_NONE = 0
+
+# llama.cpp's --cache-type-k/-v choices (common/arg.cpp kv_cache_types)
+KV_CACHE_TYPES: dict[str, GGMLQuantizationType] = {
+    t.name.lower(): t for t in (
+        GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16,
+        GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1,
+        GGMLQuantizationType.IQ4_NL, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q5_1)
+}
+
+_BUFFER_RE = re.compile(r"^\w+: +(?P<name>\S+) +(?P<kind>model|KV|RS|compute|output) buffer size = +"
+                        r"(?P<mib>\d+\.\d+) MiB$")
+_OFFLOADED_RE = re.compile(r"offloaded (?P<n>\d+)/(?P<total>\d+) layers to GPU")
+_USING_DEVICE_RE = re.compile(r"using device (?P<name>\S+) \((?P<desc>.*)\) \((?P<id>.*)\) - (?P<free>\d+) MiB free$")
+_N_CTX_RE = re.compile(r"^llama_context: n_ctx += (?P<n>\d+)$")
+_FA_SET_RE = re.compile(r"^llama_context: flash_attn += (?P<v>\w+)$")
+_FA_RESOLVED_RE = re.compile(r"Flash Attention (?P<v>enabled|not supported)")
+_KV_SIZE_RE = re.compile(r"^llama_kv_cache: size = +(?P<mib>\d+\.\d+) MiB \( *(?P<cells>\d+) cells, "
+                         r"+(?P<layers>\d+) layers, +(?P<seqs>\d+)/(?P<streams>\d+) seqs\), "
+                         r"K \((?P<tk>\w+)\): +(?P<k_mib>\d+\.\d+) MiB, V \((?P<tv>\w+)\): +(?P<v_mib>\d+\.\d+) MiB$")
+
+
+def mib_to_bytes(mib: float) -> int:
+    """A printed MiB value in bytes (exact to ±MIB_PRINT_TOLERANCE_BYTES)."""
+    return round(mib * MIB)
+
+
+@dataclass(frozen=True)
+class BufferReport:
+    """What llama.cpp printed for one buffer type, summed over its lines (a name can print several times:
+    one model buffer per split file, one KV buffer per cache of an iSWA model)."""
+    name: str
+    model_bytes: int = 0
+    kv_bytes: int = 0  # KV cache, and recurrent state ("RS buffer") for recurrent models
+    compute_bytes: int = 0
+    output_bytes: int = 0
+    model_mib: float = 0.0
+    kv_mib: float = 0.0
+    compute_mib: float = 0.0
+    output_mib: float = 0.0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.model_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
+
+    @property
+    def is_rpc(self) -> bool:
+        return self.name.startswith("RPC")
+
+    @property
+    def is_host(self) -> bool:
+        """In this host's RAM: CPU, CPU_Mapped, CPU_REPACK, and pinned host buffers of a GPU backend
+        ("CUDA_Host"…). Everything else is on an offload device (an RPC server's RAM counts as a device)."""
+        return self.name.startswith("CPU") or self.name.endswith("_Host")
+
+
+@dataclass(frozen=True)
+class KvCacheReport:
+    """One `llama_kv_cache: size = …` line: one cache (an iSWA model has a non-SWA and a SWA one)."""
+    cells: int
+    layers: int
+    seqs: int
+    streams: int
+    type_k: str
+    type_v: str
+    k_mib: float
+    v_mib: float
+    size_mib: float
+
+
+@dataclass(frozen=True)
+class OffloadDevice:
+    """A `using device NAME (DESCRIPTION) (ID) - N MiB free` line: a device llama.cpp will offload to."""
+    name: str  # "RPC0", "CUDA0"…
+    description: str  # an RPC device's endpoint, a GPU's model name
+    free_mib: int
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    model_path: str
+    n_gpu_layers: int
+    rpc_endpoints: tuple[str, ...]
+    type_k: str
+    type_v: str
+    no_alloc: bool
+    buffers: tuple[BufferReport, ...]  # in the order llama.cpp first named them
+    kv_caches: tuple[KvCacheReport, ...]
+    offload_devices: tuple[OffloadDevice, ...]
+    n_layers_offloaded: int | None  # as logged ("offloaded X/Y"); None: no such line. See n_layers_on_devices
+    n_layers_total: int | None
+    n_ctx: int | None  # as the context reports it: padded to a multiple of 256
+    flash_attn: bool | None  # as resolved by llama.cpp (AUTO is probed per device)
+    n_tokens_decoded: int
+    load_s: float  # model load + context creation
+    decode_s: float | None
+    log_lines: tuple[str, ...] = field(repr=False)  # llama.cpp's INFO/WARN/ERROR lines, in order
+
+    @property
+    def n_layers_on_devices(self) -> int:
+        """Layers really offloaded: 0 when llama.cpp named no offload device or put no weights on one,
+        whatever it logged."""
+        weights_on_devices = any(b.model_bytes for b in self.device_buffers)
+        if not self.offload_devices or (not weights_on_devices and not self.no_alloc):
+            return 0
+        return self.n_layers_offloaded or 0
+
+    def buffer(self, name: str) -> BufferReport | None:
+        return next((b for b in self.buffers if b.name == name), None)
+
+    def actual_bytes(self, planned: str) -> int:
+        """What llama.cpp allocated on a planned device: "host", "RPC[host:port]" (its buffers print as
+        RPC<i>[host:port]) or a local GPU's name."""
+        if planned == "host":
+            return sum(b.total_bytes for b in self.host_buffers)
+        if "[" in planned:
+            return sum(b.total_bytes for b in self.buffers if b.name.endswith(planned[planned.index("["):]))
+        return sum(b.total_bytes for b in self.buffers if b.name.startswith(planned))
+
+    @property
+    def rpc_buffers(self) -> tuple[BufferReport, ...]:
+        return tuple(b for b in self.buffers if b.is_rpc)
+
+    @property
+    def host_buffers(self) -> tuple[BufferReport, ...]:
+        return tuple(b for b in self.buffers if b.is_host)
+
+    @property
+    def device_buffers(self) -> tuple[BufferReport, ...]:
+        return tuple(b for b in self.buffers if not b.is_host)
+
+
+def kv_type(value: str | int) -> int:
+    """A KV cache type by name ("f16", "q8_0"…) or ggml type id, as the ggml type id."""
+    if isinstance(value, int):
+        if value not in {t.value for t in KV_CACHE_TYPES.values()}:
+            raise EngineError(f"ggml type {value} is not a KV cache type llama.cpp accepts "
+                              f"({', '.join(KV_CACHE_TYPES)})")
+        return value
+    try:
+        return KV_CACHE_TYPES[value.lower()].value
+    except KeyError:
+        raise EngineError(f"KV cache type {value!r} is not one of {', '.join(KV_CACHE_TYPES)}") from None
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise EngineError(f"llama-cpp-python is not installed ({exc}); run `make install`") from None
+    return llama_cpp
+
+
+def _kv_type_name(type_id: int) -> str:
+    return GGMLQuantizationType(type_id).name.lower()
+
+
+# --- the log ---------------------------------------------------------------------------------------------------
+
+
+class LogCapture:
+    """llama.cpp's log as whole lines with their levels; CONT pieces are joined to the line they continue."""
+    def __init__(self, keep_debug: bool = False) -> None:
+        self.keep_debug = keep_debug
+        self.lines: list[tuple[int, str]] = []
+        self._partial = ""
+        self._level = LOG_INFO
+        self._lock = threading.Lock()
+
+    def feed(self, level: int, text: str) -> None:
+        with self._lock:
+            if level != LOG_CONT:
+                if self._partial:
+                    self._emit(self._partial)
+                    self._partial = ""
+                self._level = level
+            *complete, self._partial = (self._partial + text).split("\n")
+            for line in complete:
+                self._emit(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._partial:
+                self._emit(self._partial)
+                self._partial = ""
+
+    def _emit(self, line: str) -> None:
+        if self._level != LOG_DEBUG or self.keep_debug:
+            self.lines.append((self._level, line))
+
+    def text_lines(self) -> tuple[str, ...]:
+        return tuple(line for _, line in self.lines)
+
+    def errors(self) -> list[str]:
+        return [line.strip() for level, line in self.lines if level == LOG_ERROR and line.strip()]
+
+
+@contextmanager
+def captured_log(capture: LogCapture) -> Iterator[LogCapture]:
+    """Route llama.cpp's (and ggml's) log into capture; restore the previous callback afterwards.
+
+    The logger is process-global in llama.cpp: do not load models from two threads at once.
+    """
+    llama_cpp = _llama_cpp()
+    prev_cb = llama_cpp.llama_log_callback()
+    prev_ud = ctypes.c_void_p()
+    llama_cpp.llama_log_get(ctypes.byref(prev_cb), ctypes.byref(prev_ud))
+
+    def on_log(level: int, text: bytes | None, user_data: ctypes.c_void_p) -> None:
+        if text:
+            capture.feed(level, text.decode("utf-8", errors="replace"))
+
+    callback = llama_cpp.llama_log_callback(on_log)  # referenced until restored below
+    llama_cpp.llama_log_set(callback, None)
+    try:
+        yield capture
+    finally:
+        llama_cpp.llama_log_set(prev_cb, prev_ud)
+        capture.flush()
+        del callback
+
+
+# --- parsing -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Parsed:
+    buffers: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    kv_caches: list[KvCacheReport] = field(default_factory=list)
+    offload_devices: list[OffloadDevice] = field(default_factory=list)
+    n_layers_offloaded: int | None = None
+    n_layers_total: int | None = None
+    n_ctx: int | None = None
+    flash_attn: bool | None = None
+
+
+_KIND_FIELD = {"model": "model", "KV": "kv", "RS": "kv", "compute": "compute", "output": "output"}
+
+
+def parse_log(lines: Sequence[str]) -> _Parsed:
+    """The buffer report and settings that llama.cpp printed, from its log lines."""
+    out = _Parsed()
+    for line in lines:
+        line = line.rstrip()
+        if m := _BUFFER_RE.match(line):
+            entry = out.buffers.setdefault(m["name"], {})
+            key = _KIND_FIELD[m["kind"]]
+            mib = float(m["mib"])
+            entry[f"{key}_mib"] = entry.get(f"{key}_mib", 0.0) + mib
+            entry[f"{key}_bytes"] = entry.get(f"{key}_bytes", 0) + mib_to_bytes(mib)
+        elif m := _USING_DEVICE_RE.search(line):
+            out.offload_devices.append(OffloadDevice(m["name"], m["desc"], int(m["free"])))
+        elif m := _OFFLOADED_RE.search(line):
+            out.n_layers_offloaded, out.n_layers_total = int(m["n"]), int(m["total"])
+        elif m := _N_CTX_RE.match(line):
+            out.n_ctx = int(m["n"])
+        elif m := _FA_SET_RE.match(line):
+            out.flash_attn = {"enabled": True, "disabled": False}.get(m["v"])
+        elif m := _FA_RESOLVED_RE.search(line):
+            out.flash_attn = m["v"] == "enabled"
+        elif m := _KV_SIZE_RE.match(line):
+            out.kv_caches.append(KvCacheReport(int(m["cells"]), int(m["layers"]), int(m["seqs"]), int(m["streams"]),
+                                               m["tk"], m["tv"], float(m["k_mib"]), float(m["v_mib"]),
+                                               float(m["mib"])))
+    return out
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+
+@cache
+def _backend_initialised() -> bool:
+    _llama_cpp().llama_backend_init()
+    return True
+
+
+def _has_field(structure: type[ctypes.Structure], name: str) -> bool:
+    return any(f[0] == name for f in structure._fields_)
+
+
+def _failure(what: str, capture: LogCapture) -> EngineError:
+    capture.flush()
+    reasons = capture.errors()
+    detail = "; ".join(reasons[:4]) if reasons else "llama.cpp logged no reason"
+    return EngineError(f"{what}: {detail}")
+
+
+@dataclass
+class Loaded:
+    """A model and context llama.cpp holds open (inside `loaded_model`), with the log captured so far."""
+    llama_cpp: Any
+    model: int
+    ctx: int
+    capture: LogCapture
+    load_s: float
+    keepalive: tuple = ()  # ctypes arrays llama.cpp points into
+
+    def report_fields(self) -> _Parsed:
+        return parse_log(self.capture.text_lines())
+
+
+@contextmanager
+def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
+                 devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
+                 flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
+                 n_threads: int | None = None, swa_full: bool | None = None, no_alloc: bool = False,
+                 tensor_split: Sequence[float] = (), cb_eval: Any = None) -> Iterator[Loaded]:
+    """Load ``path`` and create a context (see load_and_report for the parameters); free both on exit,
+    also on errors, and restore the previous log callback."""
+    llama_cpp = _llama_cpp()
+    tk, tv = kv_type(type_k), kv_type(type_v)
+    dev_handles: list[int] = []
+    for endpoint in devices:
+        try:
+            dev_handles.extend(d.handle for d in rpc.connect(endpoint))
+        except rpc.RpcError as exc:
+            raise EngineError(str(exc)) from None
+    _backend_initialised()
+
+    mparams = llama_cpp.llama_model_default_params()
+    device_array = (ctypes.c_void_p * (len(dev_handles) + 1))(*dev_handles, None)
+    if dev_handles:
+        mparams.devices = ctypes.cast(device_array, ctypes.c_void_p).value
+    mparams.n_gpu_layers = n_gpu_layers
+    split_array = None
+    if tensor_split:
+        if len(tensor_split) != len(dev_handles):
+            raise EngineError(f"tensor_split has {len(tensor_split)} entries for {len(dev_handles)} devices")
+        split_array = (ctypes.c_float * max(llama_cpp.llama_max_devices(), len(tensor_split)))(*tensor_split)
+        mparams.tensor_split = split_array
+    if no_alloc:
+        missing = [f for f in ("no_alloc", "load_mode") if not _has_field(llama_cpp.llama_model_params, f)]
+        if missing:
+            raise EngineError(f"this llama-cpp-python's llama_model_params lacks {', '.join(missing)}: "
+                              f"simulated allocation is not available")
+        mparams.no_alloc = True
+        mparams.load_mode = LOAD_MODE_NONE
+
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = n_batch
+    cparams.n_ubatch = n_ubatch
+    cparams.n_seq_max = n_seq_max
+    cparams.n_threads = cparams.n_threads_batch = n_threads or os.cpu_count() or 1
+    cparams.type_k, cparams.type_v = tk, tv
+    if swa_full is not None:
+        cparams.swa_full = swa_full
+    cparams.flash_attn_type = {None: FLASH_ATTN_AUTO, True: FLASH_ATTN_ENABLED, False: FLASH_ATTN_DISABLED}[flash_attn]
+    if cb_eval is not None:  # the scheduler's evaluation callback (harness.imatrix)
+        cparams.cb_eval = cb_eval
+        cparams.cb_eval_user_data = None
+
+    capture = LogCapture()
+    model = ctx = None
+    with captured_log(capture):
+        try:
+            t0 = time.perf_counter()
+            model = llama_cpp.llama_model_load_from_file(os.fsencode(path), mparams)
+            if not model:
+                raise _failure(f"llama.cpp could not load {os.fspath(path)}", capture)
+            ctx = llama_cpp.llama_init_from_model(model, cparams)
+            if not ctx:
+                raise _failure(f"llama.cpp could not create a context for {os.fspath(path)} (n_ctx {n_ctx}, "
+                               f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})", capture)
+            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0,
+                         (device_array, split_array, cb_eval))
+        finally:
+            if ctx:
+                llama_cpp.llama_free(ctx)
+            if model:
+                llama_cpp.llama_model_free(model)
+
+
+def report_of(loaded_path: str | os.PathLike[str], capture: LogCapture, *, n_gpu_layers: int, devices: Sequence[str],
+              type_k: str | int, type_v: str | int, no_alloc: bool, load_s: float, n_decoded: int = 0,
+              decode_s: float | None = None) -> EngineReport:
+    parsed = parse_log(capture.text_lines())
+    return EngineReport(
+        model_path=os.fspath(loaded_path), n_gpu_layers=n_gpu_layers, rpc_endpoints=tuple(devices),
+        type_k=_kv_type_name(kv_type(type_k)), type_v=_kv_type_name(kv_type(type_v)), no_alloc=no_alloc,
+        buffers=tuple(BufferReport(name, **fields) for name, fields in parsed.buffers.items()),
+        kv_caches=tuple(parsed.kv_caches), offload_devices=tuple(parsed.offload_devices),
+        n_layers_offloaded=parsed.n_layers_offloaded,
+        n_layers_total=parsed.n_layers_total, n_ctx=parsed.n_ctx, flash_attn=parsed.flash_attn,
+        n_tokens_decoded=n_decoded, load_s=load_s, decode_s=decode_s, log_lines=capture.text_lines())
+
+
+def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
+                    devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
+                    flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
+                    n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True,
+                    n_decode_tokens: int = 8, no_alloc: bool = False,
+                    tensor_split: Sequence[float] = ()) -> EngineReport:
+    """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
+    tokens, and return llama.cpp's own account of every buffer.
+
+    devices: RPC endpoints ("host:port"); every device each server lends is passed, in order, in
+    `llama_model_params.devices`. Empty: llama.cpp's default, all local GPUs (none on a CPU-only host).
+    flash_attn: None = AUTO (llama.cpp probes), True = ENABLED, False = DISABLED.
+    swa_full: full-size SWA cache (None: the bindings' default, True; llama.cpp's CLI default is False,
+    which sizes the SWA cache to the window plus a ubatch instead of n_ctx).
+    no_alloc: simulate allocations (compute buffers only; model and KV print as 0; no decode).
+    tensor_split: one weight per device (llama_model_params.tensor_split); empty: llama.cpp splits by
+    the devices' free memory.
+    Everything llama.cpp allocated is freed before returning, also on errors.
+    """
+    if n_decode_tokens < 1:
+        raise EngineError(f"n_decode_tokens must be at least 1, not {n_decode_tokens}")
+    n_decoded, decode_s = 0, None
+    with loaded_model(path, n_gpu_layers, n_ctx, devices, type_k=type_k, type_v=type_v, flash_attn=flash_attn,
+                      n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max, n_threads=n_threads,
+                      swa_full=swa_full, no_alloc=no_alloc, tensor_split=tensor_split) as lm:
+        if decode and not no_alloc:
+            t1 = time.perf_counter()
+            n_decoded = _decode(lm.llama_cpp, lm.model, lm.ctx, n_decode_tokens, lm.capture)
+            decode_s = time.perf_counter() - t1
+        capture, load_s = lm.capture, lm.load_s
+    return report_of(path, capture, n_gpu_layers=n_gpu_layers, devices=devices, type_k=type_k, type_v=type_v,
+                     no_alloc=no_alloc, load_s=load_s, n_decoded=n_decoded, decode_s=decode_s)
+
+
+def decode_batch(llama_cpp, ctx: int, tokens: Sequence[int], logits_for: Callable[[int], bool]) -> int:
+    """Decode tokens at positions 0.. of sequence 0 in one llama_batch, with logits where ``logits_for(i)``;
+    returns llama_decode's status."""
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    try:
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = bool(logits_for(i))
+        batch.n_tokens = len(tokens)
+        return llama_cpp.llama_decode(ctx, batch)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+
+
+def _decode(llama_cpp, model: int, ctx: int, n_tokens: int, capture: LogCapture) -> int:
+    """Decode one batch of n_tokens (BOS then fixed ids), logits for the last; returns tokens decoded."""
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    bos = llama_cpp.llama_vocab_bos(vocab)
+    tokens = [bos if bos >= 0 else 0] + [(100 + 7 * i) % n_vocab for i in range(n_tokens - 1)]
+    status = decode_batch(llama_cpp, ctx, tokens, lambda i: i == len(tokens) - 1)
+    if status != 0:
+        raise _failure(f"llama_decode failed with status {status}", capture)
+    if not llama_cpp.llama_get_logits_ith(ctx, -1):
+        raise _failure("llama_decode produced no logits", capture)
+    return len(tokens)
+
+
+@dataclass(frozen=True)
+class LocalGPU:
+    name: str  # "CUDA0"
+    description: str
+    free_bytes: int
+    total_bytes: int
+
+
+def local_gpus() -> tuple[LocalGPU, ...]:
+    """GPUs this engine build can offload to here (CUDA, Vulkan, Metal…); RPC devices are not listed."""
+    _backend_initialised()
+    so = rpc.ggml()
+    out = []
+    for i in range(so.ggml_backend_dev_count()):
+        dev = so.ggml_backend_dev_get(i)
+        if so.ggml_backend_dev_type(dev) != 1:  # GGML_BACKEND_DEVICE_TYPE_GPU
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        so.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        name = so.ggml_backend_dev_name(dev).decode()
+        if name.startswith("RPC"):
+            continue
+        out.append(LocalGPU(name, so.ggml_backend_dev_description(dev).decode(), free.value, total.value))
+    return tuple(out)

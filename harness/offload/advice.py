@@ -1,0 +1,85 @@
+"""What to change when a model does not fit fully: the smallest changes that would make it fit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from harness.gguf import ggml_types
+from harness.errors import HarnessError
+from harness.gguf.header import ModelHeader
+from harness.offload.placement import ContextParams
+from harness.offload.solver import MAX_GPUS, Device, Host, Plan, gpus_to_fit, solve
+from harness.units import gib
+from harness.quant.sizes import at_quant
+
+def shortfall_bytes(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams,
+                    margin_fraction: float) -> int:
+    """How many bytes the devices lack to hold every layer (0 when they can)."""
+    full = solve(header, devices, host, cp, n_gpu_layers=header.arch.n_layer + 1, margin_fraction=margin_fraction)
+    return sum(max(0, -d.headroom_bytes) for d in full.devices)
+
+
+def suggest(header: ModelHeader, plan: Plan, devices: list[Device], host: Host, cp: ContextParams,
+            margin_fraction: float, gpu_profile: str | None = None,
+            alternatives: dict[str, ModelHeader] | None = None) -> list[str]:
+    """Changes that make everything fit on the devices, smallest first in spirit: context, KV type,
+    more GPUs of the same kind, a smaller quant of the same model, a smaller model."""
+    if plan.fits_fully or not devices:
+        return []
+    out: list[str] = []
+
+    def fits(h: ModelHeader, devs: list[Device], c: ContextParams) -> Plan | None:
+        p = solve(h, devs, host, c, margin_fraction=margin_fraction)
+        return p if p.fits_fully else None
+
+    short = shortfall_bytes(header, devices, host, cp, margin_fraction)
+    out.append(f"all {plan.n_layers_total} layers need {gib(short)} more than the devices have at "
+               f"--ctx {cp.n_ctx}")
+    ctx = cp.n_ctx // 2
+    while ctx >= 512:
+        if fits(header, devices, replace(cp, n_ctx=ctx)):
+            out.append(f"--ctx {ctx}: every layer fits")
+            break
+        ctx //= 2
+    for kv in ("q8_0", "q4_0"):
+        if (cp.type_k, cp.type_v) != (kv, kv):
+            p = fits(header, devices, replace(cp, type_k=kv, type_v=kv, flash_attn=True))
+            if p:
+                out.append(f"--kv-type {kv}: every layer fits (flash attention on)")
+                break
+    if gpu_profile:
+        found = gpus_to_fit(header, devices[0], host, cp, margin_fraction, start=len(devices) + 1)
+        if found:
+            n, p = found
+            out.append(f"--gpus {n}: {n} x {gpu_profile} hold every layer, predicted "
+                       f"{p.predicted_tg_tokens_per_s:.1f} tokens/s generation")
+        else:
+            out.append(f"even {MAX_GPUS} x {gpu_profile} do not hold every layer")
+    out.extend(_smaller_quant(header, devices, host, cp, fits))
+    for name, h in (alternatives or {}).items():
+        p = fits(h, devices, cp)
+        if p:
+            out.append(f"a smaller model: {name} ({gib(h.tensor_bytes)}) fits fully, predicted "
+                       f"{p.predicted_tg_tokens_per_s:.1f} tokens/s")
+            break
+    return out
+
+
+def _smaller_quant(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, fits) -> list[str]:
+    current = header.tensor_bytes
+    smallest = None
+    for q in ggml_types.ALL_QUANTS:
+        try:
+            h = at_quant(header, q)
+        except HarnessError:
+            continue
+        if h.tensor_bytes >= current:
+            continue
+        if smallest is None or h.tensor_bytes < smallest[1].tensor_bytes:
+            smallest = (q, h)
+        if fits(h, devices, cp):
+            return [f"a smaller quant: {q} ({gib(h.tensor_bytes)}) fits fully (`harness sizes` for all)"]
+    if smallest:
+        q, h = smallest
+        return [f"no quant of this model fits fully: the smallest, {q}, is {gib(h.tensor_bytes)} of weights"]
+    return []
