@@ -14,9 +14,10 @@ import statistics
 import sys
 import time
 
-from harness import libggml, read_header
+from harness import read_header
+from harness.llama import reference_parser
 from harness.models.registry import resolve_path
-from harness.units import table
+from harness.text import table
 
 
 def _time(fn) -> float:
@@ -27,10 +28,10 @@ def _time(fn) -> float:
 
 def measure(name: str, reps: int, reader_reps: int) -> dict:
     path = resolve_path(name)
-    so = libggml.lib()
+    so = reference_parser.lib()
 
     def c_parser() -> None:
-        ctx = libggml.open_context(path)
+        ctx = reference_parser.open_context(path)
         assert ctx, "llama.cpp rejected the file"
         so.gguf_free(ctx)
 

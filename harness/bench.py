@@ -8,35 +8,27 @@ measured interleaved with the harness's own, so their ratio survives a noisy mac
 
 from __future__ import annotations
 
-import ctypes
 import json
-import random
-import resource
+import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-
-from harness.errors import CannotRunHere
-from harness.llama.engine import EngineReport
-from harness.gguf.header import ModelHeader
-from harness.offload.solver import Plan
-from harness.llama.bench_loop import TestResult, peak_rss_bytes, run_bench
-import os
-from dataclasses import replace
-from harness.offload.hardware import measure_host_read_bandwidth
-from harness.plan import make_plan
-from harness.models.resolve import resolve_model
-from harness.errors import WontFitError
-from harness.llama.session import open_session
-from harness.run import check_runnable
-from harness.offload.hardware import host_ram_bytes
-from harness.offload.solver import solve
-from harness.plan import context_of, make_plan, render_plan, target_devices, target_host
-from harness.units import gib, table
-from harness.units import human_bytes, table
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from harness.errors import CannotRunHere, WontFitError
+from harness.gguf.header import ModelHeader
+from harness.gguf.roles import embedding_bytes_not_read
+from harness.llama.bench_loop import TestResult, peak_rss_bytes, run_bench
+from harness.llama.engine import EngineReport
+from harness.llama.session import open_session
 from harness.models.assets import atomic_output
+from harness.models.resolve import resolve_model
+from harness.offload.hardware import host_ram_bytes, measure_host_read_bandwidth
+from harness.offload.solver import Plan, solve
+from harness.plan import context_of, make_plan, target_devices, target_host
+from harness.run import check_runnable
+from harness.text import gib, render_plan, table
 
 
 @dataclass(frozen=True)
@@ -57,12 +49,8 @@ class BenchResult:
 def bytes_per_token(plan: Plan, header) -> int:
     """What generation reads per token: every weight once, except the token_embd rows not looked up; a
     model with tied embeddings reads the whole matrix anyway, as its output layer."""
-    embd = header.tensor("token_embd.weight")
     weights = plan.host.weights_bytes + sum(d.weights_bytes for d in plan.devices)
-    tied = header.tensor("output.weight") is None
-    if embd is not None and (not tied or any(d.holds_output for d in plan.devices)):
-        weights -= embd.n_bytes
-    return weights
+    return weights - embedding_bytes_not_read(header, not any(d.holds_output for d in plan.devices))
 
 
 def records(b: BenchResult) -> list[dict]:
@@ -149,34 +137,8 @@ def what_it_would_take(req, resolved) -> str:
     return "\n".join(lines)
 
 
-def markdown(result, recs: list[dict]) -> str:
-    r0 = recs[0]
-    rows = [[result.model, human_bytes(r0["model_size"]), f"{r0['model_n_params'] / 1e6:.0f} M",
-             r0["n_gpu_layers"], r0["n_threads"], t.test, f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
-             f"{t.baseline_avg_ts:.2f}", f"{100 * t.overhead_ratio:.1f}%"] for t in result.tests]
-    lines = [table(["model", "size", "params", "ngl", "threads", "test", "t/s", "bare loop t/s",
-                    "harness/bare (paired median)"],
-                   rows, right=[False, True, True, True, True, False, True, True, True])]
-    lines.append("")
-    lines.append(f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
-                 f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers")
-    tg = next((r for r in recs if r["n_gen"]), None)
-    if tg:
-        bound = tg["bound_tg_tokens_per_s"]
-        lines.append(f"generation: predicted {tg['predicted_tg_tokens_per_s']:.1f} t/s, measured {tg['avg_ts']:.1f} t/s"
-                     + (f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
-                        f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sums over 256 MiB on every core), measured = "
-                        f"{100 * tg['bound_fraction']:.0f}% of it" if bound else ""))
-    mem = [[name, human_bytes(pred), human_bytes(result.report.actual_bytes(name))]
-           for name, pred in r0["memory_predicted"].items()]
-    lines.append("")
-    lines.append(table(["memory", "predicted", "llama.cpp"], mem, right=[False, True, True]))
-    return "\n".join(lines)
-
-
 def write_results(out_dir: str, recs: list[dict], md: str) -> None:
-
-
+    """results.json, results.jsonl (one record a line) and results.md (``md``, the CLI's table) in ``out_dir``."""
     d = Path(out_dir)
     with atomic_output(d / "results.json") as f:
         f.write(json.dumps(recs, indent=2).encode())

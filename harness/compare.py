@@ -18,22 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.errors import HarnessError
-from harness.llama.imatrix import ImportanceMatrix, compute
-from harness.llama.quality import default_text
-from harness.llama.engine import LogCapture, captured_log
-from harness.llama.imatrix import quantize_params_imatrix
-from harness.offload.solver import gpus_to_fit, solve
-from harness.models.resolve import resolve_model
-from harness.plan import context_of, target_devices, target_host
-from harness.quant.sizes import at_quant
-from harness.quant.sizes import needs_imatrix, predict
 from harness.bench import run_bench
-from harness.offload.placement import ContextParams
+from harness.errors import HarnessError
+from harness.gguf.shards import read_header
+from harness.llama.engine import LogCapture, captured_log
+from harness.llama.imatrix import ImportanceMatrix, compute, quantize_params_imatrix
 from harness.llama.quality import default_text, measure
 from harness.llama.session import open_session
-from harness.gguf.shards import read_header
 from harness.models.assets import atomic_output
+from harness.models.resolve import resolve_model
+from harness.offload.placement import ContextParams
+from harness.offload.solver import gpus_to_fit, solve
+from harness.plan import context_of, target_devices, target_host
+from harness.quant.rules import file_type
+from harness.quant.sizes import at_quant, needs_imatrix, predict
 
 DEFAULT_QUANTS = ("Q8_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Shipped as package data (a wheel install carries them); models.toml at the repository root links here.
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def cache_dir() -> Path:
@@ -15,9 +16,15 @@ def cache_dir() -> Path:
 
 
 def registry_path() -> Path:
-    """models.toml: $HARNESS_REGISTRY, else the one at the repository root."""
+    """models.toml: $HARNESS_REGISTRY, else the one shipped with the package."""
     env = os.environ.get("HARNESS_REGISTRY")
-    return Path(env).expanduser() if env else REPO_ROOT / "models.toml"
+    return Path(env).expanduser() if env else DATA_DIR / "models.toml"
+
+
+def hardware_path() -> Path:
+    """hardware.toml (GPU and host profiles): $HARNESS_HARDWARE, else the one shipped with the package."""
+    env = os.environ.get("HARNESS_HARDWARE")
+    return Path(env).expanduser() if env else DATA_DIR / "hardware.toml"
 
 
 def debug() -> bool:

@@ -1,56 +1,40 @@
+"""Markers say what a test needs (see pyproject.toml); a test whose needs this machine lacks is
+skipped with the reason and the make target that provides it. Helpers live in tests/support."""
+
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support import engine, models
 
-from harness.errors import ModelNotFoundError  # noqa: E402
-from harness.models.registry import resolve_path  # noqa: E402
+# marker -> why this machine cannot run such a test (None: it can); each check runs at most once
+_NEEDS = {"engine": engine.missing, "rpc": engine.rpc_missing, "real_model": models.missing}
+# a test that takes one of these fixtures needs a real model, marked or not
+_REAL_MODEL_FIXTURES = {"gemma_path", "smollm_path"}
 
-GEMMA = "gemma3-270m-q4_k_m"
-SMOLLM = "smollm2-135m-q4_1"
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Runs before `-m` deselects, so `-m "not real_model"` leaves these out too."""
+    for item in items:
+        if _REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("real_model"):
+            item.add_marker(pytest.mark.real_model)
 
 
-def real_model(name: str) -> Path:
-    try:
-        return resolve_path(name)
-    except ModelNotFoundError as exc:
-        pytest.fail(f"{exc} (make test installs it: `make models`)")
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    reasons = {why() for marker, why in _NEEDS.items() if item.get_closest_marker(marker) is not None} - {None}
+    if reasons:
+        pytest.skip("; ".join(sorted(reasons)))
 
 
 @pytest.fixture(scope="session")
 def gemma_path() -> Path:
-    return real_model(GEMMA)
+    return models.real_model(models.GEMMA)
 
 
 @pytest.fixture(scope="session")
 def smollm_path() -> Path:
-    return real_model(SMOLLM)
-
-
-_ENGINE_SCRIPT = """
-import json, sys
-from harness.llama import libggml
-so = libggml.lib()
-verdicts = {}
-for p in sys.argv[1:]:
-    ctx = libggml.open_context(p)
-    verdicts[p] = bool(ctx)
-    if ctx:
-        so.gguf_free(ctx)
-print(json.dumps(verdicts))
-"""
-
-
-def engine_accepts(paths: list[Path]) -> dict[str, bool]:
-    """Whether llama.cpp's gguf_init_from_file (no_alloc) accepts each file. Run in a child process
-    so that an abort inside llama.cpp cannot take the test session down with it."""
-    r = subprocess.run([sys.executable, "-c", _ENGINE_SCRIPT, *map(str, paths)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, f"llama.cpp's parser crashed: {r.stderr[-2000:]}"
-    return json.loads(r.stdout)
+    return models.real_model(models.SMOLLM)

@@ -10,6 +10,7 @@ from harness.gguf.architecture import ArchSpec, build_header
 from harness.models.registry import load_registry
 
 
+@pytest.mark.real_model
 def test_smollm2_rebuilt_from_its_config_equals_the_real_file(smollm_path) -> None:
     # SmolLM2-135M's config.json: hidden 576, 30 layers, 9 heads, 3 KV heads, head 64, ffn 1536, vocab 49152, tied
     spec = ArchSpec("smollm2", "llama", 576, 30, 9, 3, 64, 1536, 49152, 8192, tied_output=True, source_type="F16")

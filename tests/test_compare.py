@@ -8,12 +8,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import GEMMA, SMOLLM
 from harness.cli import cli
+from tests.support.models import GEMMA, SMOLLM
 
-pytestmark = pytest.mark.engine
 
-
+@pytest.mark.engine
+@pytest.mark.real_model
+@pytest.mark.slow
 @pytest.mark.parametrize("model,quants", [(SMOLLM, "Q8_0,Q4_K_M,Q2_K,IQ2_XXS"), (GEMMA, "Q8_0,Q4_K_M,Q2_K")])
 def test_quality_degrades_in_order(tmp_path, model, quants) -> None:
     png = tmp_path / "chart.png"
@@ -48,3 +49,16 @@ def test_405b_rows_equal_sizes() -> None:
     assert not any(r["fits_fully"] for r in rows.values())  # nothing of 405B fits one A100 40GB
     assert rows["Q4_K_M"]["gpus_to_fit"] > rows["IQ1_S"]["gpus_to_fit"] >= 2
     assert all(r["perplexity"] is None and r["tg_tokens_per_s"] is None for r in rows.values())
+
+
+def test_f32_row_of_an_architecture_only_model() -> None:
+    """F32 is llama.cpp's ALL_F32, not a MOSTLY_ file type: this printed `internal error: KeyError:
+    'MOSTLY_F32'` once. No download and no llama.cpp are needed for an architecture-only entry."""
+    result = CliRunner().invoke(cli, ["compare", "8b-q4_k_m", "--quants", "F32,Q4_K_M", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["quant"]: r for r in json.loads(result.stdout)["rows"]}
+    assert list(rows) == ["F32", "Q4_K_M"]
+    # every weight at 4 bytes: Llama 3.1 8B's published 8,030,261,248 parameters plus 64 rope_freqs factors
+    assert rows["F32"]["tensor_bytes"] == 4 * (8_030_261_248 + 64)
+    assert rows["F32"]["bits_per_weight"] == 32.0 and rows["F32"]["n_fallback"] == 0
+    assert rows["Q4_K_M"]["tensor_bytes"] < rows["F32"]["tensor_bytes"] / 6

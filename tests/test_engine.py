@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from harness.llama.engine import (MIB_PRINT_TOLERANCE_BYTES, EngineError, EngineReport, LogCapture, load_and_report,
-                            parse_log)
+from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, EngineError, EngineReport, load_and_report
 from harness.llama.rpc import RpcError, RpcServer, free_port, probe
 
 pytestmark = pytest.mark.engine
@@ -69,6 +68,8 @@ def offloaded(server, smollm_path) -> EngineReport:
     return load_and_report(smollm_path, NGL, N_CTX, [server.endpoint], type_k="f16", type_v="f16")
 
 
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_rpc_device_holds_model_kv_and_compute(offloaded, server) -> None:
     rpc = offloaded.buffer(f"RPC0[{server.endpoint}]")
     assert rpc is not None, [b.name for b in offloaded.buffers]
@@ -83,6 +84,8 @@ def test_rpc_device_holds_model_kv_and_compute(offloaded, server) -> None:
     assert offloaded.n_ctx == N_CTX
 
 
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_kv_on_the_device_is_its_share_of_llama_cpps_own_total(offloaded, server) -> None:
     """n_gpu_layers counts the output layer, which has no KV: the device holds NGL - 1 layers' KV."""
     (cache,) = offloaded.kv_caches
@@ -94,6 +97,8 @@ def test_kv_on_the_device_is_its_share_of_llama_cpps_own_total(offloaded, server
     assert abs(host_kv / 2**20 - per_layer_mib * (SMOLLM_LAYERS - NGL + 1)) <= 0.01
 
 
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_quantized_kv_with_flash_attention_shrinks_by_the_block_ratio(offloaded, server, smollm_path) -> None:
     q8 = load_and_report(smollm_path, NGL, N_CTX, [server.endpoint], type_k="q8_0", type_v="q8_0",
                          flash_attn=True, decode=False)
@@ -105,6 +110,8 @@ def test_quantized_kv_with_flash_attention_shrinks_by_the_block_ratio(offloaded,
     assert q8.flash_attn is True and q8.type_v == "q8_0"
 
 
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_no_layers_means_no_model_on_the_device(server, smollm_path) -> None:
     report = load_and_report(smollm_path, 0, N_CTX, [server.endpoint], decode=False)
     rpc = report.buffer(f"RPC0[{server.endpoint}]")
@@ -113,6 +120,7 @@ def test_no_layers_means_no_model_on_the_device(server, smollm_path) -> None:
     assert any(b.model_bytes > 0 for b in report.host_buffers)
 
 
+@pytest.mark.real_model
 def test_offloaded_line_without_a_device_is_not_an_offload(smollm_path) -> None:
     """llama.cpp prints "offloaded 10/31 layers to GPU" even with no device to offload to."""
     report = load_and_report(smollm_path, NGL, 512, decode=False)
@@ -122,6 +130,8 @@ def test_offloaded_line_without_a_device_is_not_an_offload(smollm_path) -> None:
     assert report.n_layers_on_devices == 0 and not report.device_buffers
 
 
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_no_alloc_reports_compute_buffers_without_allocating(offloaded, server, smollm_path) -> None:
     sim = load_and_report(smollm_path, NGL, N_CTX, [server.endpoint], no_alloc=True)
     name = f"RPC0[{server.endpoint}]"
@@ -132,6 +142,7 @@ def test_no_alloc_reports_compute_buffers_without_allocating(offloaded, server, 
     assert sim.buffer(name).compute_bytes == offloaded.buffer(name).compute_bytes > 0
 
 
+@pytest.mark.real_model
 def test_n_ctx_is_padded_to_256(smollm_path) -> None:
     report = load_and_report(smollm_path, 0, 1000, decode=False)
     assert report.n_ctx == 1024 and report.kv_caches[0].cells == 1024
@@ -153,38 +164,27 @@ def test_load_failure_carries_llama_cpps_reason(tmp_path, content, reason) -> No
     assert _log_callback_address() == before
 
 
+@pytest.mark.real_model
 def test_context_failure_carries_llama_cpps_reason(smollm_path) -> None:
     with pytest.raises(EngineError, match="quantized V cache requires flash_attn"):
         load_and_report(smollm_path, 0, 512, type_v="q8_0", flash_attn=False)
 
 
+@pytest.mark.real_model
 def test_unknown_kv_type_is_refused_before_loading(smollm_path) -> None:
     with pytest.raises(EngineError, match="q8_0"):
         load_and_report(smollm_path, 0, 512, type_k="q3_k")
 
 
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_unreachable_rpc_server_is_an_error_not_an_abort(smollm_path) -> None:
     port = free_port()
     with pytest.raises(EngineError, match=f"127.0.0.1:{port}"):
         load_and_report(smollm_path, NGL, 512, [f"127.0.0.1:{port}"])
 
 
-def test_log_capture_joins_continuations_and_drops_debug() -> None:
-    capture = LogCapture()
-    capture.feed(2, "load_tensors: offloaded 3/31 layers to GPU\n")
-    capture.feed(1, "create_tensor: debug\n")
-    capture.feed(2, "llama_model_load: loading")
-    capture.feed(5, ".")
-    capture.feed(5, ".\n")
-    capture.feed(2, "sched_reserve:        CPU compute buffer size =    46.38 MiB\n")
-    capture.flush()
-    assert capture.text_lines() == ("load_tensors: offloaded 3/31 layers to GPU", "llama_model_load: loading..",
-                                    "sched_reserve:        CPU compute buffer size =    46.38 MiB")
-    parsed = parse_log(capture.text_lines())
-    assert parsed.buffers["CPU"] == {"compute_mib": 46.38, "compute_bytes": round(46.38 * 2**20)}
-    assert (parsed.n_layers_offloaded, parsed.n_layers_total) == (3, 31)
-
-
+@pytest.mark.rpc
 def test_rpc_server_is_gone_after_the_context_manager() -> None:
     with RpcServer() as s:
         pid, port = s.pid, s.port
@@ -196,6 +196,7 @@ def test_rpc_server_is_gone_after_the_context_manager() -> None:
         probe("127.0.0.1", port, timeout_s=1)
 
 
+@pytest.mark.rpc
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_stops_its_server_on_a_signal(sig) -> None:
     port = free_port()

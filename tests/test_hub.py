@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from fakehub import COMMIT, FakeHub
-from writer import write_llama
 
-from conftest import GEMMA, SMOLLM, real_model
 from harness import read_header
+from tests.support.fakehub import COMMIT, FakeHub
+from tests.support.models import GEMMA, SMOLLM, real_model
+from tests.support.writer import write_llama
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def _harness(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedP
                           timeout=timeout)
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize("name", [GEMMA, SMOLLM])
 def test_remote_inspect_equals_local_within_byte_budget(hub, tmp_path, name) -> None:
     path = real_model(name)
@@ -72,6 +73,7 @@ def test_split_model_read_remotely(hub, tmp_path) -> None:
                if method == "GET" or shards[0].name not in path)
 
 
+@pytest.mark.real_model
 def test_server_ignoring_range_is_not_read_to_the_end(hub, tmp_path) -> None:
     path = real_model(GEMMA)
     hub.add("acme/norange", path.name, path)
@@ -82,6 +84,7 @@ def test_server_ignoring_range_is_not_read_to_the_end(hub, tmp_path) -> None:
     assert hub.bytes_sent < path.stat().st_size / 5  # the stream was abandoned after the header
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize("mode,message", [
     ("gated", "gated: accept its licence"),
     ("forbidden", "access denied (403)"),
@@ -95,6 +98,7 @@ def test_hub_errors_are_one_line_with_the_next_step(hub, tmp_path, mode, message
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real_model
 def test_missing_file_and_repo(hub, tmp_path) -> None:
     hub.add("acme/x", "m.gguf", real_model(SMOLLM))
     r = _harness(_env(hub, tmp_path), "inspect", "hf://acme/x/other.gguf")
@@ -103,6 +107,7 @@ def test_missing_file_and_repo(hub, tmp_path) -> None:
     assert r.returncode == 7 and "not found or not accessible" in r.stderr
 
 
+@pytest.mark.real_model
 def test_offline_uses_the_cache(hub, tmp_path) -> None:
     path = real_model(SMOLLM)
     hub.add("acme/models", path.name, path)
@@ -115,6 +120,7 @@ def test_offline_uses_the_cache(hub, tmp_path) -> None:
     assert r.returncode == 7 and "not cached" in r.stderr
 
 
+@pytest.mark.real_model
 def test_download_resumes_across_processes_and_verifies(hub, tmp_path) -> None:
     path = real_model(SMOLLM)
     hub.add("acme/models", path.name, path)
@@ -134,6 +140,7 @@ def test_download_resumes_across_processes_and_verifies(hub, tmp_path) -> None:
     assert final.read_bytes() == path.read_bytes() and not list((tmp_path / "cache").rglob("*.part"))
 
 
+@pytest.mark.real_model
 def test_corrupted_partial_download_is_caught(hub, tmp_path) -> None:
     path = real_model(SMOLLM)
     hub.add("acme/models", path.name, path)
@@ -152,6 +159,7 @@ def test_corrupted_partial_download_is_caught(hub, tmp_path) -> None:
     assert not list((tmp_path / "cache" / "hub").rglob(path.name))  # never given its final name
 
 
+@pytest.mark.real_model
 def test_registry_entry_read_remotely_and_listed(hub, tmp_path) -> None:
     shards = write_llama(tmp_path / "Big-Q4_K_M.gguf", split_max_tensors=6)
     for p in shards:
@@ -170,6 +178,8 @@ def test_registry_entry_read_remotely_and_listed(hub, tmp_path) -> None:
     assert json.loads(r.stdout)[0]["state"] == "header cached"
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 def test_downloaded_model_runs_from_its_files(hub, tmp_path) -> None:
     path = real_model(SMOLLM)
     hub.add("acme/models", path.name, path)

@@ -10,8 +10,8 @@ from gguf import GGUFWriter
 from harness import read_header
 from harness.compare import build_variant
 from harness.llama.imatrix import ImportanceMatrix, compute
-from harness.offload.placement import ContextParams
 from harness.llama.session import Sampling, open_session
+from harness.offload.placement import ContextParams
 
 pytestmark = pytest.mark.engine
 

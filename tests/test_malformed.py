@@ -4,11 +4,11 @@ and llama.cpp's own parser agreeing that the file is bad (except where we are kn
 from __future__ import annotations
 
 import pytest
-from malformed_cases import CASES, ENGINE_ACCEPTS, LAZY_CASES
 
-from conftest import engine_accepts
 from harness import GGUFError, read_header
 from harness.gguf.source import BytesSource
+from tests.support.engine import engine_accepts
+from tests.support.malformed_cases import CASES, ENGINE_ACCEPTS, LAZY_CASES
 
 # Messages that cannot carry a byte offset: the file is too short to have one, or the problem is a
 # relation between a tensor name and a key rather than one field.
@@ -41,6 +41,7 @@ def test_in_memory_source_gives_the_same_error(case_id, data, fragments) -> None
     assert all(f in str(info.value) for f in fragments)
 
 
+@pytest.mark.engine
 def test_llama_cpp_rejects_what_we_reject(tmp_path) -> None:
     paths = {}
     for case_id, data, _ in CASES:

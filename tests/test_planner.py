@@ -12,15 +12,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import GEMMA, SMOLLM, real_model
 from harness import read_header
 from harness.cli import cli
 from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
+from harness.llama.rpc import RpcServer
 from harness.offload.placement import ContextParams
 from harness.offload.solver import Device, Host, evaluate, solve
-from harness.llama.rpc import RpcServer
-
-pytestmark = pytest.mark.engine
+from tests.support.models import GEMMA, SMOLLM, real_model
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +43,9 @@ CASES = [
 ]
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.real_model
 @pytest.mark.parametrize("name,ngl,cp", CASES, ids=[f"{c[0]}-ngl{c[1]}-{c[2].n_ctx}-{c[2].type_k}-fa{int(c[2].flash_attn)}"
                                                     for c in CASES])
 def test_prediction_matches_llama_cpp_on_rpc(server, name, ngl, cp) -> None:
@@ -64,6 +65,9 @@ def test_prediction_matches_llama_cpp_on_rpc(server, name, ngl, cp) -> None:
     assert abs(plan.host.kv_bytes - host_kv) <= n_caches * MIB_PRINT_TOLERANCE_BYTES
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_solver_choice_fits_and_one_more_does_not(server) -> None:
     path = real_model(SMOLLM)
     header = read_header(path)
@@ -90,6 +94,9 @@ def test_405b_on_one_a100_40gb() -> None:
     assert "x a100-40gb hold every layer" in text and "no quant of this model fits fully" in text
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_verify_adds_llama_cpp_numbers(server) -> None:
     # with the default 2% safety margin, which absorbs the modelled compute buffer's error
     result = CliRunner().invoke(cli, ["plan", SMOLLM, "--rpc", f"{server.endpoint}=150MiB", "--ctx", "2048",
@@ -102,6 +109,9 @@ def test_verify_adds_llama_cpp_numbers(server) -> None:
     assert dev["actual"]["total_bytes"] <= dev["budget_bytes"]
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_two_rpc_devices_split_as_planned(server) -> None:
     """Two offload devices: the solver's tensor_split gives llama.cpp exactly the planned layers."""
     with RpcServer() as second:
@@ -127,6 +137,10 @@ def test_host_short_of_ram_cannot_run() -> None:
 _GRID = [(ngl, ctx, fa) for ngl in (5, 19) for ctx in (1024, 4096) for fa in (True, False)]
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.real_model
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [SMOLLM, GEMMA])
 def test_compute_buffers_against_simulated_allocation(server, name) -> None:
     """The modelled compute buffers against llama.cpp's no_alloc reservation, which reports them exactly
@@ -164,13 +178,15 @@ def test_hardware_profiles_and_this_host() -> None:
     assert out["this_host"]["ram_bytes"] > 0
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
 def test_rpc_server_command_stops_on_sigterm() -> None:
     import signal
     import subprocess
     import sys
     import time
 
-    from harness.llama.rpc import free_port, probe
+    from harness.llama.rpc import RpcError, free_port, probe
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "harness", "rpc-server", "--port", str(port)],
@@ -190,5 +206,5 @@ def test_rpc_server_command_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    with pytest.raises(Exception):
+    with pytest.raises(RpcError):
         probe("127.0.0.1", port, timeout_s=0.5)

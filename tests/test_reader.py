@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as T, GGUFReader, GGUFValueType as V, GGUFWriter
-from ggufbytes import base_model
-from writer import add_raw_tensor, write_llama
+from gguf import GGMLQuantizationType as T
+from gguf import GGUFReader, GGUFWriter
+from gguf import GGUFValueType as V
 
 from harness import GGUFError, read_header
 from harness.gguf.source import BytesSource, FileSource
+from tests.support.ggufbytes import base_model
+from tests.support.writer import add_raw_tensor, write_llama
 
 
 def test_every_value_type_matches_gguf_py(tmp_path) -> None:
@@ -81,6 +83,7 @@ def test_gguf_v2_reads_like_v3() -> None:
     assert [t.n_bytes for t in v2.tensors] == [t.n_bytes for t in v3.tensors]
 
 
+@pytest.mark.real_model
 def test_header_only_prefix_knows_every_size(tmp_path, smollm_path) -> None:
     full = read_header(smollm_path)
     prefix = tmp_path / "prefix.gguf"
@@ -93,6 +96,7 @@ def test_header_only_prefix_knows_every_size(tmp_path, smollm_path) -> None:
     assert any("tensor data is missing" in w for w in h.warnings)
 
 
+@pytest.mark.real_model
 def test_reader_reads_only_the_header(gemma_path) -> None:
     from harness.gguf.reader import parse_gguf
 
@@ -103,6 +107,7 @@ def test_reader_reads_only_the_header(gemma_path) -> None:
         assert src.bytes_read < src.size_bytes / 10
 
 
+@pytest.mark.real_model
 def test_vocabulary_is_not_decoded(gemma_path) -> None:
     h = read_header(gemma_path)
     tokens = h.metadata["tokenizer.ggml.tokens"].value

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from harness.llama import libggml
 from harness import read_header
+from harness.llama import reference_parser
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("fixture", ["gemma_path", "smollm_path"])
 def test_every_tensor_agrees_with_llama_cpp(request, fixture) -> None:
     path = request.getfixturevalue(fixture)
     ours = read_header(path)
-    ref = libggml.read_header(path)
+    ref = reference_parser.parse_header(path)
     assert len(ours.tensors) == len(ref.tensors)
     assert [(t.name, t.ggml_type, t.n_bytes, t.offset_bytes) for t in ours.tensors] == \
         [(t.name, t.ggml_type, t.n_bytes, t.offset_bytes) for t in ref.tensors]

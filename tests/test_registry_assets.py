@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from harness.models import assets
 from harness.errors import AssetError, ModelNotFoundError, RegistryError
-from harness.models.registry import load_registry, resolve_path
+from harness.models import assets
+from harness.models.registry import load_registry, model_path
 
 
 def _write(tmp_path, text: str):
@@ -72,10 +72,10 @@ def test_chunks_are_joined_verified_and_installed(tmp_path, monkeypatch) -> None
     _registry_with(tmp_path, monkeypatch, hashlib.sha256(whole).hexdigest(), len(whole))
     entry = load_registry().get("fake")
     with pytest.raises(ModelNotFoundError, match="harness download fake"):
-        resolve_path("fake")
+        model_path("fake")
     seen = []
     path = assets.install(entry, progress=lambda done, total: seen.append((done, total)))
-    assert path.read_bytes() == whole and resolve_path("fake") == path
+    assert path.read_bytes() == whole and model_path("fake") == path
     assert seen[-1] == (len(whole), len(whole))
     assert assets.install(entry) == path  # second time: nothing to do
 

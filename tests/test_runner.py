@@ -12,19 +12,17 @@ import time
 import pytest
 from click.testing import CliRunner
 from gguf import GGUFValueType as V
-from ggufbytes import Model, base_tensors, kv
 
-from conftest import GEMMA, SMOLLM
 from harness import read_header
-from harness.llama.chat import ChatTemplateError, render
 from harness.cli import cli
-from harness.plan import PlanRequest
+from harness.gguf.source import BytesSource
+from harness.llama.chat import ChatTemplateError, render
 from harness.llama.rpc import RpcServer
 from harness.llama.session import Sampling
+from harness.plan import PlanRequest
 from harness.run import run_prompt
-from harness.gguf.source import BytesSource
-
-pytestmark = pytest.mark.engine
+from tests.support.ggufbytes import Model, base_tensors, kv
+from tests.support.models import GEMMA, SMOLLM
 
 
 def _run_json(*args: str) -> dict:
@@ -33,6 +31,8 @@ def _run_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 @pytest.mark.parametrize("model,prompt", [
     # gemma3-270m is a base model: "The capital of France is" continues greedily with " the capital of the
     # country of France." (llama-cpp-python's own Llama() says the same); this phrasing it answers
@@ -47,6 +47,8 @@ def test_greedy_answer_is_right(model, prompt) -> None:
     assert out["memory"]["actual"]["CPU_Mapped"]["weights_bytes"] > 0
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 def test_streaming_delivers_pieces_as_they_come() -> None:
     arrivals: list[tuple[float, str]] = []
     result = run_prompt(PlanRequest(model=SMOLLM, n_ctx=512), "Once upon a time", 24, Sampling(),
@@ -57,12 +59,16 @@ def test_streaming_delivers_pieces_as_they_come() -> None:
     assert arrivals[-1][0] - arrivals[0][0] > 0.5 * result.generation.generation_s
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 def test_seeded_sampling_is_reproducible() -> None:
     a = _run_json(SMOLLM, "Tell me a story", "--max-tokens", "12", "--temperature", "0.9", "--seed", "7")
     b = _run_json(SMOLLM, "Tell me a story", "--max-tokens", "12", "--temperature", "0.9", "--seed", "7")
     assert a["text"] == b["text"]
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 def test_chat_template_from_the_file_and_built_in(smollm_path, gemma_path) -> None:
     text = render(read_header(smollm_path), "Hi")  # SmolLM2 carries a Jinja template
     assert "<|im_start|>user\nHi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
@@ -82,6 +88,8 @@ def test_untrusted_templates_are_sandboxed(template) -> None:
         render(read_header(BytesSource(data, name="evil.gguf")), "Hi")
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 def test_bench_records_are_consistent(tmp_path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["bench", SMOLLM, "--reps", "2", "--pp", "64", "--tg", "16", "--json",
@@ -102,6 +110,9 @@ def test_bench_records_are_consistent(tmp_path) -> None:
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.real_model
 def test_rpc_run_reports_actual_device_memory() -> None:
     with RpcServer() as srv:
         out = _run_json(SMOLLM, "The capital of France is", "--max-tokens", "4", "--rpc", f"{srv.endpoint}=200MiB")
@@ -112,6 +123,8 @@ def test_rpc_run_reports_actual_device_memory() -> None:
     assert "Paris" in out["text"]
 
 
+@pytest.mark.engine
+@pytest.mark.real_model
 def test_interrupt_stops_cleanly_with_a_summary() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", SMOLLM, "Count to a thousand:", "--max-tokens",
                              "100000", "--ctx", "8192"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -132,6 +145,7 @@ def test_interrupt_stops_cleanly_with_a_summary() -> None:
         os.killpg(proc.pid, 0)
 
 
+@pytest.mark.engine
 def test_load_failure_shows_llama_cpps_reason(tmp_path) -> None:
     bad = tmp_path / "unknown-arch.gguf"
     bad.write_bytes(Model(kvs=[kv("general.architecture", V.STRING, "no-such-arch"),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
-from conftest import GEMMA
 from harness import read_header
 from harness.cli import cli
-from harness.units import parse_size
+from harness.text import parse_size
+from tests.support.models import GEMMA
 
 
 def _sizes(*args: str) -> dict:
@@ -18,6 +19,7 @@ def _sizes(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.real_model
 def test_gemma_current_quant_is_predicted_to_the_byte(gemma_path) -> None:
     out = _sizes(GEMMA, "--quant", "Q4_K_M,Q8_0")
     row = out["quants"][0]
@@ -41,6 +43,7 @@ def test_no_imatrix_means_refused_not_made_up() -> None:
     assert out["quants"][0]["tensor_bytes"] is None and "importance matrix" in out["quants"][0]["refused"]
 
 
+@pytest.mark.real_model
 def test_name_that_lies_about_its_quant(tmp_path, smollm_path) -> None:
     liar = tmp_path / "SmolLM2-Q8_0.gguf"
     liar.symlink_to(smollm_path)
@@ -55,7 +58,7 @@ def test_inspect_architecture_only_entry() -> None:
 
 
 def test_bad_budget_is_a_usage_error() -> None:
-    result = CliRunner().invoke(cli, ["sizes", GEMMA, "--budget", "forty"])
+    result = CliRunner().invoke(cli, ["sizes", "405b-q4_k_m", "--budget", "forty"])
     assert result.exit_code == 2 and "not a size" in result.output
 
 

@@ -1,12 +1,39 @@
-"""What `harness inspect` reports about a model header, as plain data and as text."""
+"""`harness inspect`: what a model header says, as plain data (--json) and as text."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+import click
+
+from harness.cli.output import echo_json
 from harness.gguf.header import LayerTotal, ModelHeader
-from harness.units import gib, human_bytes, table
+from harness.models.resolve import resolve_model
+from harness.text import gib, human_bytes, table
+
+
+@click.command()
+@click.argument("model")
+@click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
+@click.option("--tensors", is_flag=True, help="List every tensor.")
+@click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
+def inspect(model: str, json_: bool, tensors: bool, remote: bool) -> None:
+    """Header facts of MODEL: exact bytes per tensor, layer and type.
+
+    MODEL is a registry name (see `harness models`), a path, or any shard of a split model.
+    Only the header is read, so this is instant even for a 243 GB model.
+
+    \b
+    Examples:
+      harness inspect gemma3-270m-q4_k_m
+      harness inspect ./Llama-3.1-405B-Q4_K_M-00001-of-00005.gguf --json
+    """
+    header = resolve_model(model, remote).header
+    if json_:
+        echo_json(summary(header, with_tensors=tensors))
+    else:
+        click.echo(render(header, with_tensors=tensors))
 
 
 def _per_layer(values: tuple[int, ...] | None) -> int | list[int] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gguf import GGMLQuantizationType as T, GGUFValueType as V, Keys
+from harness.gguf.format import GGMLQuantizationType as T, GGUFValueType as V, Keys
 
 from harness.gguf import ggml_types
 from harness.errors import RegistryError
@@ -80,11 +80,13 @@ def build_header(spec: ArchSpec) -> ModelHeader:
         tensors.append(TensorInfo(name, shape, ttype, offset, n_bytes))
         offset += ggml_types.pad(n_bytes, 32)
     arch = spec.family
-    file_type = 32 if spec.source_type == "BF16" else 1  # LLAMA_FTYPE_MOSTLY_BF16 / _F16
+    file_type = ggml_types.file_type_by_name(spec.source_type)
+    if file_type is None:
+        raise RegistryError(f"architecture {spec.name!r}: source_type {spec.source_type!r} is not a file type")
     kvs = [
         (Keys.General.ARCHITECTURE, V.STRING, arch),
         (Keys.General.NAME, V.STRING, spec.name),
-        (Keys.General.FILE_TYPE, V.UINT32, file_type),
+        (Keys.General.FILE_TYPE, V.UINT32, int(file_type)),
         (Keys.LLM.BLOCK_COUNT.format(arch=arch), V.UINT32, spec.n_layer),
         (Keys.LLM.CONTEXT_LENGTH.format(arch=arch), V.UINT32, spec.context_length),
         (Keys.LLM.EMBEDDING_LENGTH.format(arch=arch), V.UINT32, spec.n_embd),

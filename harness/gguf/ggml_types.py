@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+from harness.gguf.format import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 # gguf 0.19.0 on PyPI lists Q8_1 as (32, 4 + 4 + 32); ggml's block_q8_1 is two halves and 32
 # int8s (36 bytes), and llama.cpp's vendored gguf-py says so too. tests/test_ggml.py checks every

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gguf import GGUFValueType, Keys
+from harness.gguf.format import GGUFValueType, Keys
 
 from harness.gguf import ggml_types
 from harness.errors import GGUFError
@@ -50,6 +51,19 @@ class TypeTotal:
     n_tensors: int
     n_bytes: int
     n_elements: int
+
+
+def totals_by_type(tensors: Iterable[tuple[int, int, int]]) -> list[TypeTotal]:
+    """(ggml type, bytes, elements) of each tensor, totalled per ggml type, largest share of bytes first."""
+    count: Counter[int] = Counter()
+    nbytes: Counter[int] = Counter()
+    nelem: Counter[int] = Counter()
+    for ggml_type, n_bytes, n_elements in tensors:
+        count[ggml_type] += 1
+        nbytes[ggml_type] += n_bytes
+        nelem[ggml_type] += n_elements
+    return sorted((TypeTotal(ggml_types.type_name(k), count[k], nbytes[k], nelem[k]) for k in count),
+                  key=lambda r: (-r.n_bytes, r.type_name))
 
 
 @dataclass(frozen=True)
@@ -119,15 +133,7 @@ class ModelHeader:
 
     def type_totals(self) -> list[TypeTotal]:
         """Per ggml type, largest share of bytes first."""
-        count: Counter[int] = Counter()
-        nbytes: Counter[int] = Counter()
-        nelem: Counter[int] = Counter()
-        for t in self.tensors:
-            count[t.ggml_type] += 1
-            nbytes[t.ggml_type] += t.n_bytes
-            nelem[t.ggml_type] += t.n_elements
-        return sorted((TypeTotal(ggml_types.type_name(k), count[k], nbytes[k], nelem[k]) for k in count),
-                      key=lambda r: (-r.n_bytes, r.type_name))
+        return totals_by_type((t.ggml_type, t.n_bytes, t.n_elements) for t in self.tensors)
 
     def layer_totals(self) -> list[LayerTotal]:
         """Per repeating block (``blk.N``), in index order; other tensors are not in any layer."""

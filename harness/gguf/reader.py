@@ -15,7 +15,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
-from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
+from harness.gguf.format import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 
 from harness.gguf import ggml_types
 from harness.errors import GGUFError

@@ -10,30 +10,57 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import GGUFValueType, Keys
+from harness.gguf.format import GGUFValueType, Keys
 
 from harness.errors import GGUFError
 from harness.gguf.header import ModelHeader, model_header
 from harness.gguf.reader import GGUFFile, KeyValue, LazyArray, parse_gguf
 from harness.gguf.source import ByteSource, FileSource
 
-SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+_SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 _SPLIT_KEYS = {Keys.Split.LLM_KV_SPLIT_NO, Keys.Split.LLM_KV_SPLIT_COUNT, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT}
+
+
+@dataclass(frozen=True)
+class ShardName:
+    """A split model's file name as llama.cpp writes it (llama_split_path: ``PREFIX-%05d-of-%05d.gguf``),
+    with the folder it came with ("" or ending in "/")."""
+
+    folder: str
+    prefix: str
+    no: int  # 1-based
+    count: int
+
+    def shard(self, no: int) -> str:
+        """The name of shard ``no`` (1-based) of the same model, in the same folder."""
+        return f"{self.folder}{self.prefix}-{no:05d}-of-{self.count:05d}.gguf"
+
+    def shards(self) -> list[str]:
+        """Every shard's name, in order."""
+        return [self.shard(i) for i in range(1, self.count + 1)]
+
+
+def parse_shard_name(name: str) -> ShardName | None:
+    """``name`` (a file name, or a ``/``-separated path such as a file's in a Hub repository) read as a
+    shard's name; None when it is not one."""
+    folder, sep, base = name.rpartition("/")
+    m = _SHARD_NAME.match(base)
+    return ShardName(folder + sep, m["prefix"], int(m["no"]), int(m["count"])) if m else None
 
 
 def shard_paths(path: str | os.PathLike[str]) -> list[Path]:
     """All shard paths of the model ``path`` belongs to (just ``[path]`` for an unsplit file)."""
     p = Path(path)
-    m = SHARD_NAME.match(p.name)
-    if not m:
+    s = parse_shard_name(p.name)
+    if s is None:
         return [p]
-    no, count = int(m["no"]), int(m["count"])
-    if count == 0 or not 1 <= no <= count:
-        raise GGUFError(f"{p}: shard name says part {no} of {count}, which cannot exist")
-    return [p.with_name(f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    if s.count == 0 or not 1 <= s.no <= s.count:
+        raise GGUFError(f"{p}: shard name says part {s.no} of {s.count}, which cannot exist")
+    return [p.with_name(name) for name in s.shards()]
 
 
 def read_header(model: str | os.PathLike[str] | ByteSource | list[ByteSource]) -> ModelHeader:
@@ -51,7 +78,7 @@ def read_header(model: str | os.PathLike[str] | ByteSource | list[ByteSource]) -
         for p in paths:
             with FileSource(p) as src:
                 files.append(parse_gguf(src))
-        named = len(paths) > 1 or SHARD_NAME.match(Path(model).name) is not None
+        named = len(paths) > 1 or parse_shard_name(Path(model).name) is not None
         return join_shards(files, named_as_split=named)
     sources = model if isinstance(model, list) else [model]
     return join_shards([parse_gguf(s) for s in sources], named_as_split=len(sources) > 1)

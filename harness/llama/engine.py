@@ -65,10 +65,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from functools import cache
 
-from gguf import GGMLQuantizationType
-
 from harness.errors import EngineError, HarnessError
+from harness.gguf import ggml_types
 from harness.llama import rpc
+from harness.offload.placement import KV_TYPES
 
 MIB = 1024 * 1024
 # half of the last printed digit (0.01 MiB), in bytes, rounded up: the error bound of one printed value
@@ -78,14 +78,6 @@ LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CONT = 1, 2, 3, 4, 5
 
 FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = -1, 0, 1
 LOAD_MODE_NONE = 0
-
-# llama.cpp's --cache-type-k/-v choices (common/arg.cpp kv_cache_types)
-KV_CACHE_TYPES: dict[str, GGMLQuantizationType] = {
-    t.name.lower(): t for t in (
-        GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16,
-        GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1,
-        GGMLQuantizationType.IQ4_NL, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q5_1)
-}
 
 _BUFFER_RE = re.compile(r"^\w+: +(?P<name>\S+) +(?P<kind>model|KV|RS|compute|output) buffer size = +"
                         r"(?P<mib>\d+\.\d+) MiB$")
@@ -192,8 +184,9 @@ class EngineReport:
         RPC<i>[host:port]) or a local GPU's name."""
         if planned == "host":
             return sum(b.total_bytes for b in self.host_buffers)
-        if "[" in planned:
-            return sum(b.total_bytes for b in self.buffers if b.name.endswith(planned[planned.index("["):]))
+        endpoint = rpc.endpoint_of(planned)
+        if endpoint is not None:
+            return sum(b.total_bytes for b in self.buffers if rpc.endpoint_of(b.name) == endpoint)
         return sum(b.total_bytes for b in self.buffers if b.name.startswith(planned))
 
     @property
@@ -210,16 +203,16 @@ class EngineReport:
 
 
 def kv_type(value: str | int) -> int:
-    """A KV cache type by name ("f16", "q8_0"…) or ggml type id, as the ggml type id."""
+    """A KV cache type by name ("f16", "q8_0"…: placement.KV_TYPES) or ggml type id, as the ggml type id
+    (llama_context_params.type_k/type_v take GGML_TYPE_* values)."""
     if isinstance(value, int):
-        if value not in {t.value for t in KV_CACHE_TYPES.values()}:
+        if value not in {ggml_types.type_by_name(name) for name in KV_TYPES}:
             raise EngineError(f"ggml type {value} is not a KV cache type llama.cpp accepts "
-                              f"({', '.join(KV_CACHE_TYPES)})")
+                              f"({', '.join(KV_TYPES)})")
         return value
-    try:
-        return KV_CACHE_TYPES[value.lower()].value
-    except KeyError:
-        raise EngineError(f"KV cache type {value!r} is not one of {', '.join(KV_CACHE_TYPES)}") from None
+    if value.lower() not in KV_TYPES:
+        raise EngineError(f"KV cache type {value!r} is not one of {', '.join(KV_TYPES)}")
+    return ggml_types.type_by_name(value)
 
 
 def _llama_cpp():
@@ -231,7 +224,7 @@ def _llama_cpp():
 
 
 def _kv_type_name(type_id: int) -> str:
-    return GGMLQuantizationType(type_id).name.lower()
+    return ggml_types.type_name(type_id).lower()
 
 
 # --- the log ---------------------------------------------------------------------------------------------------
@@ -540,7 +533,7 @@ class LocalGPU:
 def local_gpus() -> tuple[LocalGPU, ...]:
     """GPUs this engine build can offload to here (CUDA, Vulkan, Metal…); RPC devices are not listed."""
     _backend_initialised()
-    so = rpc.ggml()
+    so = rpc.backend_lib()
     out = []
     for i in range(so.ggml_backend_dev_count()):
         dev = so.ggml_backend_dev_get(i)

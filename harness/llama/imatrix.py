@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.llama.libggml import lib
+from harness.llama.reference_parser import lib
 from harness.gguf.reader import parse_gguf
 from harness.gguf.source import FileSource
 from harness.llama.engine import decode_batch, loaded_model

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.errors import EngineError, UsageError
 from harness.llama.engine import decode_batch
 from harness.llama.session import Session
 
@@ -51,7 +52,7 @@ def _chunk_logprobs(s: Session, tokens: list[int], first: int) -> np.ndarray:
     s.clear()
     n = len(tokens)
     if decode_batch(api, ctx, tokens, lambda i: first <= i < n - 1) != 0:
-        raise RuntimeError("llama_decode failed while scoring")
+        raise EngineError(f"llama_decode failed while scoring {s.path}")
     rows = []
     for i in range(first, n - 1):
         ptr = api.llama_get_logits_ith(ctx, i)
@@ -60,7 +61,12 @@ def _chunk_logprobs(s: Session, tokens: list[int], first: int) -> np.ndarray:
 
 
 def chunks_of(s: Session, text: str, n_ctx: int, max_chunks: int) -> list[list[int]]:
+    """Up to ``max_chunks`` chunks of ``n_ctx`` tokens, each starting with BOS; UsageError for a text too short
+    to fill one."""
     tokens = s.tokenize(text, add_special=False)
+    if len(tokens) < n_ctx:
+        raise UsageError(f"the text has {len(tokens)} tokens; scoring needs at least {n_ctx} (one chunk of "
+                         f"{n_ctx} tokens): give a longer text")
     bos = s.api.llama_vocab_bos(s.vocab)
     out = []
     for start in range(0, len(tokens) - n_ctx + 1, n_ctx):
@@ -77,8 +83,6 @@ def measure(reference: Session, variants: dict[str, Session], text: str, n_ctx: 
             progress: Callable[[str], None] | None = None) -> dict[str, Quality]:
     """Perplexity of the reference and of each variant, and each variant's KLD / top-1 agreement with it."""
     chunks = chunks_of(reference, text, n_ctx, max_chunks)
-    if not chunks:
-        raise ValueError(f"the text has fewer than {n_ctx} tokens")
     first = n_ctx // 2
     nll = {name: 0.0 for name in ["reference", *variants]}
     kld = {name: 0.0 for name in variants}

@@ -22,6 +22,7 @@ import argparse
 import ctypes
 import importlib.util
 import os
+import re
 import signal
 import socket
 import struct
@@ -80,7 +81,8 @@ def lib() -> ctypes.CDLL:
 
 
 @cache
-def ggml() -> ctypes.CDLL:
+def backend_lib() -> ctypes.CDLL:
+    """libggml.so with the backend device calls (the device list, memory, RPC server devices)."""
     so = ctypes.CDLL(os.fspath(_lib_dir() / "libggml.so"))
     so.ggml_backend_load_all.argtypes = []
     so.ggml_backend_load_all.restype = None
@@ -123,7 +125,7 @@ def _check_host(host: str) -> None:
 def run_in_this_process(host: str, port: int, threads: int) -> None:
     """Serve the CPU backend from this process. Returns only if llama.cpp gives up (port taken…)."""
     _check_host(host)
-    g = ggml()
+    g = backend_lib()
     g.ggml_backend_load_all()
     cpu = g.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)
     if not cpu:
@@ -181,7 +183,23 @@ class RpcDevice:
 
     @property
     def buffer_name(self) -> str:
-        return f"RPC{self.index}[{self.endpoint}]"
+        return device_name(self.endpoint, self.index)
+
+
+_DEVICE_NAME = re.compile(r"RPC\d*\[(?P<endpoint>.+)\]")
+
+
+def device_name(endpoint: str, index: int | None = None) -> str:
+    """How a device of the RPC server at ``endpoint`` is named: llama.cpp prints the buffers on the
+    server's device ``index`` as "RPC<index>[endpoint]"; a plan, which counts one device per server,
+    names it "RPC[endpoint]" (index None)."""
+    return f"RPC{'' if index is None else index}[{endpoint}]"
+
+
+def endpoint_of(name: str) -> str | None:
+    """The endpoint in a device_name (a buffer's or a plan's); None for any other name."""
+    m = _DEVICE_NAME.fullmatch(name)
+    return m["endpoint"] if m else None
 
 
 def connect(endpoint: str, timeout_s: float = 5.0) -> tuple[RpcDevice, ...]:
@@ -198,7 +216,7 @@ def connect(endpoint: str, timeout_s: float = 5.0) -> tuple[RpcDevice, ...]:
     reg = lib().ggml_backend_rpc_add_server(endpoint.encode())
     if not reg:
         raise RpcError(f"the RPC server at {endpoint} reports no devices")
-    g = ggml()
+    g = backend_lib()
     devices = []
     for i in range(g.ggml_backend_reg_dev_count(reg)):
         dev = g.ggml_backend_reg_dev_get(reg, i)

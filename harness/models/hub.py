@@ -23,7 +23,7 @@ from harness.errors import HarnessError, HubError
 from harness.gguf.header import ModelHeader
 from harness.gguf.reader import parse_gguf, parse_gguf_keeping_bytes
 from harness.gguf.source import BytesSource
-from harness.gguf.shards import SHARD_NAME, join_shards
+from harness.gguf.shards import join_shards, parse_shard_name
 from harness.models.assets import atomic_output
 import hashlib
 import fnmatch
@@ -85,7 +85,7 @@ class RemoteFile:
     url: str  # pinned to the commit
 
 
-def resolve(f: HubFile, commit: str | None = None) -> RemoteFile:
+def remote_file(f: HubFile, commit: str | None = None) -> RemoteFile:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     rev = commit or f.revision
@@ -174,18 +174,33 @@ class HttpSource:
             self._stream = None
 
 
-# -- cached headers ------------------------------------------------------------------------------------
+# -- the cache ---------------------------------------------------------------------------------------
+# headers/OWNER--NAME/COMMIT/PATH--IN--REPO.gguf.header (and .json): header prefixes read over HTTP
+# hub/OWNER--NAME/COMMIT/PATH--IN--REPO.gguf: verified downloads
+
+HEADERS, DOWNLOADS = "headers", "hub"
+_HEADER_SUFFIX = ".header"
+
+
+def repo_folder(kind: str, repo: str) -> Path:
+    """The cache folder of one Hub repository's headers (HEADERS) or files (DOWNLOADS), a folder per
+    commit below; named as huggingface_hub's repo_folder_name, less its type: 'owner/name' -> 'owner--name'."""
+    return settings.cache_dir() / kind / repo.replace("/", "--")
+
+
+def cached_name(filename: str) -> str:
+    """A file's path inside its repository as one file name in the cache: 'sub/x.gguf' -> 'sub--x.gguf'."""
+    return filename.replace("/", "--")
 
 
 def _cache_path(remote: RemoteFile) -> Path:
-    return settings.cache_dir() / "headers" / remote.hub.repo.replace("/", "--") / remote.commit / (
-        remote.hub.filename.replace("/", "--") + ".header")
+    return repo_folder(HEADERS, remote.hub.repo) / remote.commit / (cached_name(remote.hub.filename) + _HEADER_SUFFIX)
 
 
 def _cached(hub: HubFile, commit: str | None) -> BytesSource | None:
     """A cached header for this file at this commit (any commit when offline and none is pinned)."""
-    base = settings.cache_dir() / "headers" / hub.repo.replace("/", "--")
-    name = hub.filename.replace("/", "--") + ".header"
+    base = repo_folder(HEADERS, hub.repo)
+    name = cached_name(hub.filename) + _HEADER_SUFFIX
     candidates = [base / commit / name] if commit else sorted(base.glob(f"*/{name}"))
     for p in candidates:
         meta = p.with_suffix(".json")
@@ -217,12 +232,8 @@ def _offline() -> bool:
 
 
 def shard_files(f: HubFile) -> list[HubFile]:
-    m = SHARD_NAME.match(Path(f.filename).name)
-    if not m:
-        return [f]
-    folder = f.filename.rsplit("/", 1)[0] + "/" if "/" in f.filename else ""
-    count = int(m["count"])
-    return [HubFile(f.repo, f"{folder}{m['prefix']}-{i:05d}-of-{count:05d}.gguf", f.revision) for i in range(1, count + 1)]
+    s = parse_shard_name(f.filename)
+    return [f] if s is None else [HubFile(f.repo, name, f.revision) for name in s.shards()]
 
 
 def read_remote_header(uri: str) -> RemoteHeader:
@@ -235,9 +246,9 @@ def read_remote_header(uri: str) -> RemoteHeader:
             raise HubError(f"HF_HUB_OFFLINE is set and these headers are not cached: {', '.join(missing)}")
         parsed = [parse_gguf(s) for s in sources]
         return RemoteHeader(join_shards(parsed, len(files) > 1), 0, sum(p.header_bytes for p in parsed), None)
-    first = resolve(files[0])
+    first = remote_file(files[0])
     remotes = [first] + ([] if len(files) == 1 else list(ThreadPoolExecutor(8).map(
-        lambda f: resolve(f, first.commit), files[1:])))
+        lambda f: remote_file(f, first.commit), files[1:])))
 
     def one(remote: RemoteFile) -> tuple[object, int]:
         cached = _cached(remote.hub, remote.commit)
@@ -271,22 +282,22 @@ class Downloaded:
 
 
 def local_dir(remote: RemoteFile) -> Path:
-    return settings.cache_dir() / "hub" / remote.hub.repo.replace("/", "--") / remote.commit
+    return repo_folder(DOWNLOADS, remote.hub.repo) / remote.commit
 
 
 def download(uri: str, progress=None) -> list[Downloaded]:
     """Fetch every shard of ``uri`` into the cache, resuming partial files (also left by another process),
     verifying each against the Hub's size and LFS sha256; only verified files get their final name."""
     files = shard_files(parse_uri(uri))
-    first = resolve(files[0])
-    remotes = [first] + [resolve(f, first.commit) for f in files[1:]]
+    first = remote_file(files[0])
+    remotes = [first] + [remote_file(f, first.commit) for f in files[1:]]
     return [_download_one(r, progress) for r in remotes]
 
 
 def _download_one(remote: RemoteFile, progress) -> Downloaded:
     from filelock import FileLock
 
-    target = local_dir(remote) / remote.hub.filename.replace("/", "--")
+    target = local_dir(remote) / cached_name(remote.hub.filename)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     state = target.with_name(target.name + ".part.json")
@@ -377,11 +388,8 @@ def find_in_repo(repo: str, pattern: str, revision: str | None = None) -> str:
 
 
 def _first_shard(filename: str) -> str:
-    m = SHARD_NAME.match(Path(filename).name)
-    if not m:
-        return filename
-    folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
-    return f"{folder}{m['prefix']}-00001-of-{m['count']}.gguf"
+    s = parse_shard_name(filename)
+    return filename if s is None else s.shard(1)
 
 
 def registry_uri(entry) -> str:
@@ -395,19 +403,20 @@ def header_cached(entry) -> bool:
     """Whether some header of this entry's repository matching its pattern is in the cache."""
     if entry.hf is None:
         return False
-    base = settings.cache_dir() / "headers" / entry.hf.repo.replace("/", "--")
-    return any(fnmatch.fnmatch(p.name.removesuffix(".header").rsplit("--", 1)[-1], entry.hf.pattern)
-               for p in base.glob("*/*.header"))
+    base = repo_folder(HEADERS, entry.hf.repo)
+    # the pattern matches a file's name: the last part of its cached_name
+    return any(fnmatch.fnmatch(p.name.removesuffix(_HEADER_SUFFIX).rsplit("--", 1)[-1], entry.hf.pattern)
+               for p in base.glob(f"*/*{_HEADER_SUFFIX}"))
 
 
 def downloaded_paths(uri: str, commit: str | None) -> list[Path] | None:
     """The verified local files of a Hub model (every shard), at ``commit`` or, when None, at any
     commit downloaded; None unless all shards are there."""
     files = shard_files(parse_uri(uri))
-    base = settings.cache_dir() / "hub" / files[0].repo.replace("/", "--")
+    base = repo_folder(DOWNLOADS, files[0].repo)
     commits = [commit] if commit else sorted(p.name for p in base.glob("*") if p.is_dir())
     for c in commits:
-        paths = [base / c / f.filename.replace("/", "--") for f in files]
+        paths = [base / c / cached_name(f.filename) for f in files]
         if all(p.is_file() for p in paths):
             return paths
     return None

@@ -155,7 +155,7 @@ def names_a_file(model: str) -> bool:
     return Path(model).expanduser().exists() or os.sep in model or model.endswith(".gguf")
 
 
-def resolve_path(model: str) -> Path:
+def model_path(model: str) -> Path:
     """A model argument to a local file: an existing path, or an installed registry entry."""
     p = Path(model).expanduser()
     if names_a_file(model):

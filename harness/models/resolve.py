@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from harness.gguf import ggml_types
 from harness.gguf.architecture import build_header
 from harness.gguf.header import ModelHeader
-from harness.models.registry import RegistryEntry, load_registry, names_a_file, resolve_path
+from harness.models.registry import RegistryEntry, load_registry, names_a_file, model_path
 from harness.gguf.shards import read_header
 from harness.models.hub import downloaded_paths, read_remote_header, registry_uri
 from harness.quant.sizes import at_quant
@@ -45,10 +45,10 @@ def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
             return ResolvedModel(model, read_header(local[0]), None, False, ggml_types.quant_in_name(model))
         return ResolvedModel(model, remote.header, None, True, ggml_types.quant_in_name(model))
     if names_a_file(model):
-        path = resolve_path(model)
+        path = model_path(model)
         return ResolvedModel(model, read_header(path), None, False, ggml_types.quant_in_name(path.name))
     reg = load_registry()
     entry = reg.get(model)
     if entry.file is None:
         return ResolvedModel(model, architecture_header(reg, entry), entry, True, entry.quant)
-    return ResolvedModel(model, read_header(resolve_path(model)), entry, False, entry.quant)
+    return ResolvedModel(model, read_header(model_path(model)), entry, False, entry.quant)

@@ -9,7 +9,7 @@ from harness.errors import HarnessError
 from harness.gguf.header import ModelHeader
 from harness.offload.placement import ContextParams
 from harness.offload.solver import MAX_GPUS, Device, Host, Plan, gpus_to_fit, solve
-from harness.units import gib
+from harness.text import gib
 from harness.quant.sizes import at_quant
 
 def shortfall_bytes(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams,

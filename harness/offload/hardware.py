@@ -14,8 +14,29 @@ from harness.errors import RegistryError
 from concurrent.futures import ThreadPoolExecutor
 
 
+# Prompt processing reaches well under half of the datasheet FLOPs (DESIGN.md section 7): plans count half.
+PP_FLOPS_FRACTION = 0.5
+
+
+class _PlannedRates:
+    """A profile's datasheet figures at the rates the planner counts them."""
+
+    bandwidth_gbps: float
+    efficiency: float  # the fraction of the datasheet bandwidth that generation reaches
+    fp16_tflops: float
+
+    @property
+    def effective_bandwidth_bytes_per_s(self) -> float:
+        return self.bandwidth_gbps * 1e9 * self.efficiency
+
+    @property
+    def effective_flops(self) -> float:
+        """FLOP/s for prompt processing: PP_FLOPS_FRACTION of the datasheet fp16 figure."""
+        return self.fp16_tflops * 1e12 * PP_FLOPS_FRACTION
+
+
 @dataclass(frozen=True)
-class GPUProfile:
+class GPUProfile(_PlannedRates):
     key: str
     name: str
     memory_bytes: int
@@ -26,21 +47,17 @@ class GPUProfile:
     reserve_bytes: int
 
     @property
-    def effective_bandwidth_bytes_per_s(self) -> float:
-        return self.bandwidth_gbps * 1e9 * self.efficiency
+    def link_bytes_per_s(self) -> float:
+        return self.link_gbps * 1e9
 
 
 @dataclass(frozen=True)
-class HostProfile:
+class HostProfile(_PlannedRates):
     key: str
     name: str
     bandwidth_gbps: float
     efficiency: float
     fp16_tflops: float
-
-    @property
-    def effective_bandwidth_bytes_per_s(self) -> float:
-        return self.bandwidth_gbps * 1e9 * self.efficiency
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,7 @@ def _build(cls: type, path: Path, section: str, key: str, raw: object):
 
 @cache
 def load_profiles(path: Path | None = None) -> Profiles:
-    path = path or settings.REPO_ROOT / "hardware.toml"
+    path = path or settings.hardware_path()
     try:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -149,4 +166,4 @@ def measured_host_profile() -> HostProfile:
     """This machine, measured now: read bandwidth of a 256 MiB sum and f32 matmul throughput.
     The measurement already is an effective figure, so its efficiency is 1."""
     bw = measure_host_read_bandwidth()
-    return HostProfile("this", "this host (measured)", bw / 1e9, 1.0, measure_host_flops() / 1e12 / 0.5)
+    return HostProfile("this", "this host (measured)", bw / 1e9, 1.0, measure_host_flops() / 1e12 / PP_FLOPS_FRACTION)

@@ -8,12 +8,13 @@ stream per sequence, sliding-window layers sized n_swa + n_ubatch, K/V rows in t
 
 from __future__ import annotations
 
+import bisect
+import struct
 from dataclasses import dataclass
-
-import numpy as np
 
 from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
+from harness.gguf.roles import layer_weights_bytes, offload_layer, tied_embedding
 
 HOST = "CPU"
 
@@ -21,7 +22,15 @@ HOST = "CPU"
 # (llama.cpp's load_swa_pattern defaults); value: (period, dense_first).
 SWA_DEFAULT_PATTERN = {"gemma3": (6, False), "gemma2": (2, False), "cohere2": (4, False)}
 
+# llama.cpp's --cache-type-k/-v choices (common/arg.cpp kv_cache_types), as ggml type names: the engine
+# passes each as its ggml type id (ggml_types.type_by_name)
 KV_TYPES = ("f16", "q8_0", "q4_0", "f32", "bf16", "q4_1", "q5_0", "q5_1", "iq4_nl")
+_FLOAT_KV_TYPES = ("f16", "f32", "bf16")
+
+
+def kv_type_needs_flash_attn(type_v: str) -> bool:
+    """A quantized V cache needs flash attention: llama.cpp refuses the context without it."""
+    return type_v not in _FLOAT_KV_TYPES
 
 
 @dataclass(frozen=True)
@@ -43,18 +52,29 @@ class ContextParams:
         for t in (self.type_k, self.type_v):
             if t not in KV_TYPES:
                 raise ValueError(f"KV cache type {t!r} is not one of {', '.join(KV_TYPES)}")
-        if self.type_v not in ("f16", "f32", "bf16") and not self.flash_attn:
+        if kv_type_needs_flash_attn(self.type_v) and not self.flash_attn:
             raise ValueError(f"a quantized V cache ({self.type_v}) needs flash attention")
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to the nearest float32, as llama.cpp's float arithmetic does (one rounding of the
+    exact double result is exact float32 arithmetic for +, / of float32 operands)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 def layer_devices(n_layer: int, n_gpu_layers: int, split: list[float]) -> list[int]:
     """Device index per layer 0..n_layer (the last entry is the output layer); -1 is the host.
 
-    ``split`` holds one weight per offload device (llama_model_params.tensor_split)."""
+    ``split`` holds one weight per offload device (llama_model_params.tensor_split). Replays
+    llama_model::load_tensors in float32: cumulative split points, normalised, then each offloaded
+    layer's fraction looked up with std::upper_bound."""
     if not split:
         return [-1] * (n_layer + 1)
-    sums = np.cumsum(np.asarray(split, dtype=np.float32), dtype=np.float32)
-    points = (sums / sums[-1]).astype(np.float32)
+    sums, total = [], 0.0
+    for w in split:
+        total = _f32(total + _f32(w))
+        sums.append(total)
+    points = [_f32(x / total) for x in sums]
     start = max(n_layer + 1 - n_gpu_layers, 0)
     act = min(n_gpu_layers, n_layer + 1)
     out = []
@@ -62,8 +82,8 @@ def layer_devices(n_layer: int, n_gpu_layers: int, split: list[float]) -> list[i
         if il < start or il - start >= act:
             out.append(-1)
         else:
-            frac = np.float32(il - start) / np.float32(act)
-            out.append(min(int(np.searchsorted(points, frac, side="right")), len(split) - 1))
+            frac = _f32(_f32(il - start) / _f32(act))
+            out.append(min(bisect.bisect_right(points, frac), len(split) - 1))
     return out
 
 
@@ -126,6 +146,17 @@ def kv_bytes_per_layer(header: ModelHeader, cp: ContextParams) -> list[int]:
     return out
 
 
+def offloaded_layer_bytes(header: ModelHeader, cp: ContextParams, alignment: int = 32) -> list[int]:
+    """What each of the n_layer + 1 offloadable layers brings to the device it is offloaded to (the
+    output layer last): its weights as roles.layer_weights_bytes counts them and, with offload_kqv, its
+    KV cache. place() puts exactly these bytes on a device of that alignment."""
+    out = layer_weights_bytes(header, alignment)
+    if cp.offload_kqv:
+        for il, b in enumerate(kv_bytes_per_layer(header, cp)):
+            out[il] += b
+    return out
+
+
 @dataclass(frozen=True)
 class Placement:
     """Bytes per device index (-1: host) for one n_gpu_layers and split."""
@@ -149,20 +180,14 @@ def place(header: ModelHeader, n_gpu_layers: int, split: list[float], cp: Contex
     where: dict[str, int] = {}
     align = alignment or {}
     for t in header.tensors:
-        if t.layer is not None:
-            d = devs[t.layer]
-        elif t.name.startswith(("output", "cls")):
-            d = out_dev
-        elif t.name == "rope_freqs.weight":
-            d = devs[0]
-        else:
-            d = -1  # token_embd and other input tensors stay on the host
+        il = offload_layer(t, a.n_layer)
+        d = -1 if il is None else devs[il]
         where[t.name] = d
         weights[d] = weights.get(d, 0) + ggml_types.pad(t.n_bytes, align.get(d, 32))
     duplicated = 0
-    embd = header.tensor("token_embd.weight")
-    if header.tensor("output.weight") is None and embd is not None and out_dev != -1:
-        duplicated = ggml_types.pad(embd.n_bytes, align.get(out_dev, 32))  # tied output: llama.cpp loads a copy
+    embd = tied_embedding(header)
+    if embd is not None and out_dev != -1:
+        duplicated = ggml_types.pad(embd.n_bytes, align.get(out_dev, 32))
         weights[out_dev] = weights.get(out_dev, 0) + duplicated
     kv: dict[int, int] = {}
     for il, b in enumerate(kv_bytes_per_layer(header, cp)):

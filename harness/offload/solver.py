@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 
 from harness.offload.buffers import compute_bytes, output_bytes
 from harness.offload.hardware import GPUProfile, HostProfile
-from harness.gguf import ggml_types
+from harness.gguf.roles import TOKEN_EMBD, embedding_bytes_not_read
 from harness.gguf.header import ModelHeader
-from harness.offload.placement import ContextParams, Placement, kv_bytes_per_layer, place
+from harness.offload.placement import ContextParams, Placement, offloaded_layer_bytes, place
 
 
 # Per-token fixed costs (DESIGN.md: "+ fixed overhead"): what keeps a small model far below its
@@ -38,9 +38,20 @@ class Device:
     @classmethod
     def from_profile(cls, p: GPUProfile, index: int = 0, budget_bytes: int | None = None,
                      reserve_bytes: int | None = None) -> Device:
-        return cls(f"{p.key}#{index}", p.memory_bytes if budget_bytes is None else budget_bytes,
+        return cls(_numbered_name(p.key, index), p.memory_bytes if budget_bytes is None else budget_bytes,
                    p.reserve_bytes if reserve_bytes is None else reserve_bytes,
-                   p.effective_bandwidth_bytes_per_s, p.fp16_tflops * 1e12 * 0.5, p.link_gbps * 1e9)
+                   p.effective_bandwidth_bytes_per_s, p.effective_flops, p.link_bytes_per_s)
+
+
+def _numbered_name(kind: str, index: int) -> str:
+    return f"{kind}#{index}"
+
+
+def numbered(device: Device, n: int, kind: str | None = None) -> list[Device]:
+    """``n`` devices like ``device``, named as plans name GPUs of one kind: KIND#0, KIND#1… (``kind``:
+    the part of the device's name before '#' unless given)."""
+    kind = kind or device.name.split("#")[0]
+    return [replace(device, name=_numbered_name(kind, i)) for i in range(n)]
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class Host:
 
     @classmethod
     def from_profile(cls, p: HostProfile, ram_bytes: int) -> Host:
-        return cls(ram_bytes, p.effective_bandwidth_bytes_per_s, p.fp16_tflops * 1e12 * 0.5, p.key)
+        return cls(ram_bytes, p.effective_bandwidth_bytes_per_s, p.effective_flops, p.key)
 
 
 @dataclass(frozen=True)
@@ -162,27 +173,18 @@ def _split_for(header: ModelHeader, devices: list[Device], host: Host, cp: Conte
     counts) that put ``ngl`` layers within every budget, filling devices in order; None if none do."""
     if len(devices) == 1:
         return [1.0]
-    n_layer = header.arch.n_layer
-    kv = kv_bytes_per_layer(header, cp)
-    layer_bytes = [kv[il] for il in range(n_layer)]
-    out_bytes = 0
-    for t in header.tensors:
-        padded = ggml_types.pad(t.n_bytes, 32)
-        if t.layer is not None:
-            layer_bytes[t.layer] += padded
-        elif t.name.startswith("output"):
-            out_bytes += padded
-    embd = header.tensor("token_embd.weight")
-    if header.tensor("output.weight") is None and embd is not None:
-        out_bytes += ggml_types.pad(embd.n_bytes, 32)
-    slots = [layer_bytes[il] for il in range(n_layer + 1 - ngl, n_layer)] + [out_bytes]
+    # the layers offloaded, lowest first, then the output layer (also when ngl is 0: a split is still given)
+    costs = {a: offloaded_layer_bytes(header, cp, a)[header.arch.n_layer + 1 - max(ngl, 1):]
+             for a in {d.alignment for d in devices}}
     counts = [0] * len(devices)
     used = [0] * len(devices)
     dev = 0
-    for k, cost in enumerate(slots):
-        is_output = k == len(slots) - 1
+    n_slots = max(ngl, 1)
+    for k in range(n_slots):
+        is_output = k == n_slots - 1
         while dev < len(devices):
             d = devices[dev]
+            cost = costs[d.alignment][k]
             holds_layers = counts[dev] > 0 or not is_output
             fixed = d.reserve_bytes + _margin(d.budget_bytes, margin_fraction) + compute_bytes(
                 header, cp, holds_layers, is_output)
@@ -227,7 +229,7 @@ def gpus_to_fit(header: ModelHeader, device: Device, host: Host, cp: ContextPara
                 start: int = 1) -> tuple[int, Plan] | None:
     """The fewest copies of ``device`` (from ``start`` up to MAX_GPUS) that hold every layer, and that plan."""
     for n in range(start, MAX_GPUS + 1):
-        devices = [replace(device, name=f"{device.name.split('#')[0]}#{i}") for i in range(n)]
+        devices = numbered(device, n)
         plan = solve(header, devices, host, cp, margin_fraction=margin_fraction)
         if plan.fits_fully:
             return n, plan
@@ -244,12 +246,10 @@ def predict_speed(header: ModelHeader, p: Placement, devices: list[Device], host
     (token_embd is a row lookup) plus the KV cache at half the context; devices run one after another.
     Prompt processing is compute-bound, and host-resident weights cross the link once per ubatch
     (llama.cpp's op offload) when a device exists."""
-    embd = header.tensor("token_embd.weight")
+    embd = header.tensor(TOKEN_EMBD)
     embd_bytes = embd.n_bytes if embd is not None else 0
     read = dict(p.weights_bytes)
-    tied_output_on_host = header.tensor("output.weight") is None and p.layer_device[header.arch.n_layer] == -1
-    if not tied_output_on_host:  # otherwise the output layer reads the whole embedding matrix
-        read[-1] = read.get(-1, 0) - embd_bytes
+    read[-1] = read.get(-1, 0) - embedding_bytes_not_read(header, p.layer_device[header.arch.n_layer] == -1)
     for d, kv in p.kv_bytes.items():
         read[d] = read.get(d, 0) + kv // 2
     t_token = 0.0

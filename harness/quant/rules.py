@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
 
-from gguf import GGMLQuantizationType as T, LlamaFileType as F
+from harness.gguf.format import GGMLQuantizationType as T, LlamaFileType as F
 
 from harness.errors import HarnessError, QuantRuleError
 from harness.gguf.ggml_types import QUANT_SIZES, file_type_by_name, file_type_name
+from harness.gguf.roles import has_tied_output
 
 
 class _Tensor(Protocol):
@@ -499,7 +500,7 @@ def plan(tensors: Sequence[_Tensor], arch: _Arch, ftype_name: str, has_imatrix: 
         n_gqa=n_head // n_head_kv if n_head_kv else 0,
         is_70b=_is_70b(arch),
         has_imatrix=has_imatrix,
-        has_tied_embeddings=Category.OUTPUT not in cats,
+        has_tied_embeddings=has_tied_output(names),
         n_attention_wv=sum(c in _ATTN_V_LIKE for c in cats),
         n_layer=arch.n_layer,
     )

@@ -8,13 +8,12 @@ llama.cpp never quantizes (norms, 1-d tensors) keep the type they have in that h
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 
-from gguf import Keys
+from harness.gguf.format import Keys
 
 from harness.gguf import ggml_types
-from harness.gguf.header import ModelHeader, TypeTotal, model_header
+from harness.gguf.header import ModelHeader, TypeTotal, model_header, totals_by_type
 from harness.gguf.reader import KeyValue, TensorInfo
 from harness.quant.rules import file_type, plan
 from harness.errors import HarnessError
@@ -60,17 +59,8 @@ def predict(header: ModelHeader, ftype_name: str, has_imatrix: bool = False) -> 
     tensors = tuple(
         PredictedTensor(t.name, t.shape, ggml_type, ggml_types.tensor_nbytes(t.shape, ggml_type), fell_back)
         for t, ggml_type, fell_back in zip(header.tensors, types.types, types.fallback))
-    count: Counter[int] = Counter()
-    nbytes: Counter[int] = Counter()
-    nelem: Counter[int] = Counter()
-    n_params = 0
-    for t, src in zip(tensors, header.tensors):
-        count[t.ggml_type] += 1
-        nbytes[t.ggml_type] += t.n_bytes
-        nelem[t.ggml_type] += src.n_elements
-        n_params += src.n_elements
-    totals = sorted((TypeTotal(ggml_types.type_name(k), count[k], nbytes[k], nelem[k]) for k in count),
-                    key=lambda r: (-r.n_bytes, r.type_name))
+    totals = totals_by_type((t.ggml_type, t.n_bytes, src.n_elements) for t, src in zip(tensors, header.tensors))
+    n_params = header.n_params
     name = ggml_types.file_type_name(quant)
     tensor_bytes = sum(t.n_bytes for t in tensors)
     return QuantPrediction(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGUFWriter
+from gguf import GGMLQuantizationType as T
 
 
 def add_raw_tensor(w: GGUFWriter, name: str, shape: tuple[int, ...], ttype: T, seed: int = 0) -> None:

@@ -74,7 +74,7 @@ def open_context(path: str | os.PathLike[str]) -> int | None:
     return lib().gguf_init_from_file(os.fsencode(path), _InitParams(True, None))
 
 
-def read_header(path: str | os.PathLike[str]) -> EngineHeader:
+def parse_header(path: str | os.PathLike[str]) -> EngineHeader:
     """Parse a header with llama.cpp's C parser and copy out what it found."""
     so = lib()
     ctx = open_context(path)

@@ -6,9 +6,10 @@ or never); every other case must be rejected by llama.cpp too, which test_malfor
 
 from __future__ import annotations
 
-from gguf import GGMLQuantizationType as T, GGUFValueType as V
+from gguf import GGMLQuantizationType as T
+from gguf import GGUFValueType as V
 
-from ggufbytes import Tensor, base_kvs, base_model, base_tensors, gstr, kv, raw_kv, u32, u64
+from tests.support.ggufbytes import Tensor, base_kvs, base_model, base_tensors, gstr, kv, raw_kv, u32, u64
 
 
 def _kvs_with(*extra: bytes, drop: str | None = None) -> list[bytes]:

@@ -7,11 +7,14 @@ harness.reader.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, GGUFValueType as V
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as T
+from gguf import GGUFValueType as V
 
 FMT = {V.UINT8: "B", V.INT8: "b", V.UINT16: "H", V.INT16: "h", V.UINT32: "I", V.INT32: "i",
        V.FLOAT32: "f", V.BOOL: "B", V.UINT64: "Q", V.INT64: "q", V.FLOAT64: "d"}
@@ -93,10 +96,8 @@ class Model:
         offset = 0
         for t in self.tensors:
             out.append(t.info(offset))
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 offset += pad(nbytes(t.shape, t.ttype), self.alignment)
-            except (KeyError, ValueError):
-                pass
         return b"".join(out)
 
     def data_bytes(self) -> int:

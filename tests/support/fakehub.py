@@ -9,6 +9,7 @@ the connection halfway through a body). It counts the bytes of every body it sen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -168,7 +169,5 @@ class FakeHub:
             return
         if mode == "drop":
             h.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 h.connection.shutdown(2)
-            except OSError:
-                pass
