@@ -19,10 +19,24 @@ GOAL_RATIO = 4.0
 COMMANDS: dict[str, list[str]] = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "harness --help": [sys.executable, "-m", "harness", "--help"],
-    "harness inspect smollm2-135m-q4_1 --json": [sys.executable, "-m", "harness", "inspect", "smollm2-135m-q4_1",
-                                                 "--json"],
-    "harness sizes smollm2-135m-q4_1 --quant Q4_K_M --json": [sys.executable, "-m", "harness", "sizes",
-                                                             "smollm2-135m-q4_1", "--quant", "Q4_K_M", "--json"],
+    "harness inspect smollm2-135m-q4_1 --json": [
+        sys.executable,
+        "-m",
+        "harness",
+        "inspect",
+        "smollm2-135m-q4_1",
+        "--json",
+    ],
+    "harness sizes smollm2-135m-q4_1 --quant Q4_K_M --json": [
+        sys.executable,
+        "-m",
+        "harness",
+        "sizes",
+        "smollm2-135m-q4_1",
+        "--quant",
+        "Q4_K_M",
+        "--json",
+    ],
     "harness plan 8b-q4_k_m --json": [sys.executable, "-m", "harness", "plan", "8b-q4_k_m", "--json"],
     "python -c 'import gguf'": [sys.executable, "-c", "import gguf"],
 }
@@ -53,8 +67,10 @@ def main() -> int:
         print(f"| {name:<{width}} | {med * 1e3:9.1f} | {min(times) * 1e3:8.1f} | {med / base:13.2f} |")
     ratio = statistics.median(samples["harness inspect smollm2-135m-q4_1 --json"]) / base
     verdict = "met" if ratio <= GOAL_RATIO else "MISSED"
-    print(f"\ngoal: inspect within {GOAL_RATIO:.0f}x a bare Python start: {ratio:.2f}x, {verdict} "
-          f"({ROUNDS} interleaved rounds)")
+    print(
+        f"\ngoal: inspect within {GOAL_RATIO:.0f}x a bare Python start: {ratio:.2f}x, {verdict} "
+        f"({ROUNDS} interleaved rounds)"
+    )
     return 0 if ratio <= GOAL_RATIO else 1
 
 

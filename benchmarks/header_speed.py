@@ -64,17 +64,39 @@ def main() -> None:
         ours_min, ours_med = min(r["ours_s"]), statistics.median(r["ours_s"])
         c_min, c_med = min(r["llama_cpp_s"]), statistics.median(r["llama_cpp_s"])
         ref_min = min(r["gguf_reader_s"], default=float("nan"))
-        rows.append([r["model"], f"{ours_min * 1e3:.1f} / {ours_med * 1e3:.1f}", f"{c_min * 1e3:.1f} / {c_med * 1e3:.1f}",
-                     f"{ref_min * 1e3:.0f}", f"{ref_min / ours_min:.0f}x", f"{c_min / ours_min:.2f}x / {c_med / ours_med:.2f}x"])
-    print(table(["model", "harness ms (min / median)", "llama.cpp C ms (min / median)", "GGUFReader ms",
-                 "vs GGUFReader", "vs C (min / median)"], rows, right=[False, True, True, True, True, True]))
+        rows.append(
+            [
+                r["model"],
+                f"{ours_min * 1e3:.1f} / {ours_med * 1e3:.1f}",
+                f"{c_min * 1e3:.1f} / {c_med * 1e3:.1f}",
+                f"{ref_min * 1e3:.0f}",
+                f"{ref_min / ours_min:.0f}x",
+                f"{c_min / ours_min:.2f}x / {c_med / ours_med:.2f}x",
+            ]
+        )
+    print(
+        table(
+            [
+                "model",
+                "harness ms (min / median)",
+                "llama.cpp C ms (min / median)",
+                "GGUFReader ms",
+                "vs GGUFReader",
+                "vs C (min / median)",
+            ],
+            rows,
+            right=[False, True, True, True, True, True],
+        )
+    )
     for r in results:
         if r["model"].startswith("gemma3-270m"):
             ours = min(r["ours_s"])
             ok_ref = min(r["gguf_reader_s"], default=0.0) / ours >= 300
             ok_c = min(r["llama_cpp_s"]) / ours >= 1.0
-            print(f"\n{r['model']}: >=300x GGUFReader: {'yes' if ok_ref else 'NO'}; "
-                  f"no slower than llama.cpp's C parser: {'yes' if ok_c else 'NO'}")
+            print(
+                f"\n{r['model']}: >=300x GGUFReader: {'yes' if ok_ref else 'NO'}; "
+                f"no slower than llama.cpp's C parser: {'yes' if ok_c else 'NO'}"
+            )
 
 
 if __name__ == "__main__":

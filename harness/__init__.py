@@ -19,8 +19,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from harness.errors import (AssetError, CannotRunHere, EngineError, GGUFError, HarnessError, HubError,
-                            ModelNotFoundError, RegistryError, UsageError, WontFitError)
+from harness.errors import (
+    AssetError,
+    CannotRunHere,
+    EngineError,
+    GGUFError,
+    HarnessError,
+    HubError,
+    ModelNotFoundError,
+    RegistryError,
+    UsageError,
+    WontFitError,
+)
 
 _EXPORTS: dict[str, str | tuple[str, str]] = {
     # header
@@ -50,8 +60,38 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "compare_quants": ("harness.compare", "compare"),  # not `compare`: that name is the submodule
 }
 
-__all__ = sorted([*_EXPORTS, "AssetError", "CannotRunHere", "EngineError", "GGUFError", "HarnessError", "HubError",
-                  "ModelNotFoundError", "RegistryError", "UsageError", "WontFitError"])
+__all__ = [
+    "Architecture",
+    "AssetError",
+    "CannotRunHere",
+    "EngineError",
+    "GGUFError",
+    "GGUFFile",
+    "HarnessError",
+    "HubError",
+    "KeyValue",
+    "LazyArray",
+    "ModelHeader",
+    "ModelNotFoundError",
+    "PlanRequest",
+    "PlanResult",
+    "RegistryError",
+    "Sampling",
+    "TensorInfo",
+    "UsageError",
+    "WontFitError",
+    "at_quant",
+    "bench_model",
+    "compare_quants",
+    "make_plan",
+    "parse_gguf",
+    "predict",
+    "read_header",
+    "resolve_model",
+    "run_prompt",
+    "size_rows",
+    "solve",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -61,21 +61,33 @@ def records(b: BenchResult) -> list[dict]:
     bound = b.host_read_bytes_per_s / b.bytes_per_token if b.bytes_per_token and not b.plan.devices else None
     for t in b.tests:
         rec = {
-            "model_filename": b.path, "model_type": f"{header.arch.name} {header.file_type}",
-            "model_size": header.tensor_bytes, "model_n_params": header.n_params,
-            "n_batch": b.plan.context.n_batch, "n_ubatch": b.plan.context.n_ubatch, "n_threads": b.n_threads,
-            "type_k": b.plan.context.type_k, "type_v": b.plan.context.type_v,
-            "n_gpu_layers": b.plan.n_gpu_layers, "flash_attn": fa, "n_prompt": t.n_prompt, "n_gen": t.n_gen,
+            "model_filename": b.path,
+            "model_type": f"{header.arch.name} {header.file_type}",
+            "model_size": header.tensor_bytes,
+            "model_n_params": header.n_params,
+            "n_batch": b.plan.context.n_batch,
+            "n_ubatch": b.plan.context.n_ubatch,
+            "n_threads": b.n_threads,
+            "type_k": b.plan.context.type_k,
+            "type_v": b.plan.context.type_v,
+            "n_gpu_layers": b.plan.n_gpu_layers,
+            "flash_attn": fa,
+            "n_prompt": t.n_prompt,
+            "n_gen": t.n_gen,
             "test_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "avg_ns": int(statistics.fmean(t.samples_s) * 1e9),
             "stddev_ns": int((statistics.stdev(t.samples_s) if len(t.samples_s) > 1 else 0.0) * 1e9),
-            "avg_ts": round(t.avg_ts, 3), "stddev_ts": round(t.stddev_ts, 3),
-            "samples_ns": [int(x * 1e9) for x in t.samples_s], "samples_ts": [round(x, 3) for x in t.samples_ts],
+            "avg_ts": round(t.avg_ts, 3),
+            "stddev_ts": round(t.stddev_ts, 3),
+            "samples_ns": [int(x * 1e9) for x in t.samples_s],
+            "samples_ts": [round(x, 3) for x in t.samples_ts],
             # the harness's own fields
             "harness_model": b.model,
             "n_layers_offloaded": b.report.n_layers_on_devices,
-            "baseline_avg_ts": round(t.baseline_avg_ts, 3), "overhead_ratio": round(t.overhead_ratio, 4),
-            "load_s": round(b.load_s, 4), "peak_rss_bytes": b.peak_rss_bytes,
+            "baseline_avg_ts": round(t.baseline_avg_ts, 3),
+            "overhead_ratio": round(t.overhead_ratio, 4),
+            "load_s": round(b.load_s, 4),
+            "peak_rss_bytes": b.peak_rss_bytes,
             "predicted_tg_tokens_per_s": round(b.plan.predicted_tg_tokens_per_s, 3),
             "host_read_bytes_per_s": int(b.host_read_bytes_per_s),
             "bytes_per_token": b.bytes_per_token,
@@ -89,10 +101,10 @@ def records(b: BenchResult) -> list[dict]:
     return out
 
 
-def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None, force: bool,
-                progress: Callable[[str], None]) -> BenchResult:
+def bench_model(
+    req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None, force: bool, progress: Callable[[str], None]
+) -> BenchResult:
     """Plan ``req`` (a planning.PlanRequest) for this machine, load it that way, and bench it."""
-
 
     resolved = resolve_model(req.model)
     if resolved.virtual:
@@ -112,13 +124,23 @@ def bench_model(req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None
         tests = run_bench(s, n_prompt, n_gen, reps, progress)
         report = s.report()
         load_s = s.lm.load_s
-    return BenchResult(req.model, path, plan, report, threads, tuple(tests), load_s, peak_rss_bytes(), host_bw,
-                       bytes_per_token(plan, resolved.header), resolved.header)
+    return BenchResult(
+        req.model,
+        path,
+        plan,
+        report,
+        threads,
+        tuple(tests),
+        load_s,
+        peak_rss_bytes(),
+        host_bw,
+        bytes_per_token(plan, resolved.header),
+        resolved.header,
+    )
 
 
 def what_it_would_take(req, resolved) -> str:
     """For a model that cannot run here: the exact plan on the target GPU, the alternatives, the download."""
-
 
     target_req = replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 0)
     target = make_plan(target_req, resolved)
@@ -128,12 +150,27 @@ def what_it_would_take(req, resolved) -> str:
     for n in (1, 2, 4, 8, 16):
         devices = target_devices(replace(target_req, gpus=n))[0]
         alt = solve(resolved.header, devices, host, cp, margin_fraction=req.margin_fraction)
-        rows.append([f"{n} x {target.gpu_profile or 'gpu'}", f"{alt.n_gpu_layers}/{alt.n_layers_total}", alt.verdict,
-                     gib(alt.host.weights_bytes + alt.host.kv_bytes), f"{alt.predicted_tg_tokens_per_s:.2f}"])
-    lines.append(table(["GPUs", "layers on GPUs", "verdict", "host RAM needed", "predicted tg tokens/s"], rows,
-                       right=[False, True, False, True, True]))
-    lines += ["", f"download: {gib(resolved.header.tensor_bytes)} of tensors (plus a few MiB of headers); this machine has "
-                  f"{gib(host_ram_bytes())} of RAM."]
+        rows.append(
+            [
+                f"{n} x {target.gpu_profile or 'gpu'}",
+                f"{alt.n_gpu_layers}/{alt.n_layers_total}",
+                alt.verdict,
+                gib(alt.host.weights_bytes + alt.host.kv_bytes),
+                f"{alt.predicted_tg_tokens_per_s:.2f}",
+            ]
+        )
+    lines.append(
+        table(
+            ["GPUs", "layers on GPUs", "verdict", "host RAM needed", "predicted tg tokens/s"],
+            rows,
+            right=[False, True, False, True, True],
+        )
+    )
+    lines += [
+        "",
+        f"download: {gib(resolved.header.tensor_bytes)} of tensors (plus a few MiB of headers); this machine has "
+        f"{gib(host_ram_bytes())} of RAM.",
+    ]
     return "\n".join(lines)
 
 

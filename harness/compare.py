@@ -65,14 +65,30 @@ class Comparison:
     notes: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        keys = ("quant", "tensor_bytes", "file_bytes", "bits_per_weight", "n_fallback", "n_gpu_layers", "fits_fully",
-                "predicted_tg_tokens_per_s", "pp_tokens_per_s", "tg_tokens_per_s", "perplexity", "kld",
-                "top1_agreement")
+        keys = (
+            "quant",
+            "tensor_bytes",
+            "file_bytes",
+            "bits_per_weight",
+            "n_fallback",
+            "n_gpu_layers",
+            "fits_fully",
+            "predicted_tg_tokens_per_s",
+            "pp_tokens_per_s",
+            "tg_tokens_per_s",
+            "perplexity",
+            "kld",
+            "top1_agreement",
+        )
         rows = []
         for r in self.rows:
             d = {k: getattr(r, k) for k in keys}
-            d.update(n_layers_total=r.n_layers_total, gpus_to_fit=r.gpus_to_fit,
-                     predicted_tg_at_fit_tokens_per_s=r.predicted_tg_at_fit_tokens_per_s, note=r.note)
+            d.update(
+                n_layers_total=r.n_layers_total,
+                gpus_to_fit=r.gpus_to_fit,
+                predicted_tg_at_fit_tokens_per_s=r.predicted_tg_at_fit_tokens_per_s,
+                note=r.note,
+            )
             rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
         return {"model": self.model, "reference": self.reference, "rows": rows, "notes": list(self.notes)}
 
@@ -90,8 +106,7 @@ def importance_matrix(source: Path, text: str | None, log: Callable[[str], None]
     if path.exists():
         return ImportanceMatrix.load(path)
     log(f"computing an importance matrix for {source.name}")
-    im = compute(str(source), text or default_text(), "pydoc_data.topics" if text is None else "--text",
-                 progress=log)
+    im = compute(str(source), text or default_text(), "pydoc_data.topics" if text is None else "--text", progress=log)
     im.save(path)
     return im
 
@@ -100,7 +115,6 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=
     """llama.cpp's quantizer, from ``source`` (requantizing if it is quantized), cached; written to a
     temporary name and renamed when complete."""
     import llama_cpp
-
 
     target = _variant_path(source, quant + ("-imatrix" if imatrix is not None else ""))
     if target.exists():
@@ -128,6 +142,7 @@ def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=
 @dataclass(frozen=True)
 class _Target:
     """The budget every variant is planned for: devices, host and context, built once per comparison."""
+
     devices: list
     host: object
     context: object
@@ -141,10 +156,15 @@ class _Target:
         return plan, (found[0] if found else None), (found[1].predicted_tg_tokens_per_s if found else None)
 
 
-def compare(req, quants: list[str], text: str | None = None, reps: int = 3, n_chunks: int = 8,
-            progress: Callable[[str], None] = lambda m: None) -> Comparison:
+def compare(
+    req,
+    quants: list[str],
+    text: str | None = None,
+    reps: int = 3,
+    n_chunks: int = 8,
+    progress: Callable[[str], None] = lambda m: None,
+) -> Comparison:
     """``req`` is a planning.PlanRequest for the target budget (its model is the one compared)."""
-
 
     resolved = resolve_model(req.model, req.remote)
     target = _Target(target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction)
@@ -160,12 +180,31 @@ def _compare_architecture(req, quants, resolved, target: _Target, progress) -> C
         h = at_quant(resolved.header, q)
         pred = predict(resolved.header, q, needs_imatrix(resolved.header, q))
         plan, gpus, tg_fit = target.fit(h)
-        rows.append(Row(q, h.tensor_bytes, None, h.bits_per_weight, pred.n_fallback, plan.n_gpu_layers,
-                        plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s, gpus, tg_fit,
-                        note="predicted (not measured here)"))
-    return Comparison(req.model, None, tuple(rows), (
-        f"{req.model} is known by its architecture only: sizes are llama.cpp's rules, speeds predicted; "
-        "quality and measured speed are not measured here",))
+        rows.append(
+            Row(
+                q,
+                h.tensor_bytes,
+                None,
+                h.bits_per_weight,
+                pred.n_fallback,
+                plan.n_gpu_layers,
+                plan.n_layers_total,
+                plan.fits_fully,
+                plan.predicted_tg_tokens_per_s,
+                gpus,
+                tg_fit,
+                note="predicted (not measured here)",
+            )
+        )
+    return Comparison(
+        req.model,
+        None,
+        tuple(rows),
+        (
+            f"{req.model} is known by its architecture only: sizes are llama.cpp's rules, speeds predicted; "
+            "quality and measured speed are not measured here",
+        ),
+    )
 
 
 def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks, progress) -> Comparison:
@@ -173,8 +212,10 @@ def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks,
     own = resolved.header.file_type
     notes = []
     if own not in ("F32", "F16", "BF16"):
-        notes.append(f"only a {own} file is here: the other variants are requantized from it, and quality is "
-                     f"measured against it (llama.cpp's --allow-requantize); from an F16 source they would differ")
+        notes.append(
+            f"only a {own} file is here: the other variants are requantized from it, and quality is "
+            f"measured against it (llama.cpp's --allow-requantize); from an F16 source they would differ"
+        )
     paths: dict[str, Path] = {}
     with_imatrix: set[str] = set()
     for q in quants:
@@ -199,21 +240,39 @@ def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks,
             speeds[q] = (tests[0].avg_ts, tests[1].avg_ts)
         progress("quality against " + own)
         ref = sessions[own]
-        qualities = measure(ref, {q: s for q, s in sessions.items() if q != own}, text or default_text(),
-                            512, n_chunks, progress)
+        qualities = measure(
+            ref, {q: s for q, s in sessions.items() if q != own}, text or default_text(), 512, n_chunks, progress
+        )
     rows = []
     for q in dict.fromkeys([own, *quants]):
         h = read_header(paths[q])
         plan, gpus, tg_fit = target.fit(h)
         pred = predict(resolved.header, q, q in with_imatrix)
         quality = qualities.get("reference" if q == own else q)
-        rows.append(Row(q, h.tensor_bytes, h.file_bytes, h.bits_per_weight, pred.n_fallback,
-                        plan.n_gpu_layers, plan.n_layers_total, plan.fits_fully, plan.predicted_tg_tokens_per_s,
-                        gpus, tg_fit, speeds[q][0], speeds[q][1],
-                        quality.perplexity if quality else None, quality.kld if quality else None,
-                        quality.top1_agreement if quality else None,
-                        "reference (the file itself)" if q == own else "built with llama.cpp's quantizer"
-                        + (" and the harness's importance matrix" if q in with_imatrix else "")))
+        rows.append(
+            Row(
+                q,
+                h.tensor_bytes,
+                h.file_bytes,
+                h.bits_per_weight,
+                pred.n_fallback,
+                plan.n_gpu_layers,
+                plan.n_layers_total,
+                plan.fits_fully,
+                plan.predicted_tg_tokens_per_s,
+                gpus,
+                tg_fit,
+                speeds[q][0],
+                speeds[q][1],
+                quality.perplexity if quality else None,
+                quality.kld if quality else None,
+                quality.top1_agreement if quality else None,
+                "reference (the file itself)"
+                if q == own
+                else "built with llama.cpp's quantizer"
+                + (" and the harness's importance matrix" if q in with_imatrix else ""),
+            )
+        )
     return Comparison(req.model, own, tuple(rows), tuple(notes))
 
 
@@ -225,7 +284,6 @@ def plot(c: Comparison, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
     measured = [r for r in c.rows if r.tg_tokens_per_s is not None]
     largest = max(r.tensor_bytes for r in c.rows)
@@ -235,25 +293,36 @@ def plot(c: Comparison, path: Path) -> None:
         ax1.scatter(xs, [max(r.kld or 1e-5, 1e-5) for r in measured], s=[40 + 4 * r.tg_tokens_per_s for r in measured])
         for i, (r, x) in enumerate(zip(measured, xs)):
             label = f"{r.quant}\nPPL {r.perplexity:.2f}" + (" (reference, KLD 0)" if r.kld is None else "")
-            ax1.annotate(label, (x, max(r.kld or 1e-5, 1e-5)), fontsize=8, textcoords="offset points",
-                         xytext=(8, 10 if i % 2 else -22))
+            ax1.annotate(
+                label,
+                (x, max(r.kld or 1e-5, 1e-5)),
+                fontsize=8,
+                textcoords="offset points",
+                xytext=(8, 10 if i % 2 else -22),
+            )
         ax1.set_yscale("log")
         ax1.set_ylabel("mean KL divergence vs reference (nats, log)")
         ax1.set_title("quality vs size (point size: measured tg tokens/s)")
         pos = range(len(measured))
         ax2.bar([p - 0.2 for p in pos], [r.tg_tokens_per_s for r in measured], width=0.4, label="tg tokens/s here")
-        ax2.bar([p + 0.2 for p in pos], [r.pp_tokens_per_s / 10 for r in measured], width=0.4,
-                label="pp tokens/s here / 10")
+        ax2.bar(
+            [p + 0.2 for p in pos], [r.pp_tokens_per_s / 10 for r in measured], width=0.4, label="pp tokens/s here / 10"
+        )
         ax2.set_xticks(list(pos), [r.quant for r in measured])
         ax2.set_ylabel("tokens/s")
         ax2.set_title("speed measured on this machine")
         ax2.legend()
     else:
         xs = [r.tensor_bytes / gib for r in c.rows]
-        ax1.scatter(xs, [r.predicted_tg_tokens_per_s for r in c.rows],
-                    c=["tab:green" if r.fits_fully else "tab:red" for r in c.rows])
+        ax1.scatter(
+            xs,
+            [r.predicted_tg_tokens_per_s for r in c.rows],
+            c=["tab:green" if r.fits_fully else "tab:red" for r in c.rows],
+        )
         for r, x in zip(c.rows, xs):
-            ax1.annotate(f"{r.quant} ({r.n_gpu_layers}/{r.n_layers_total})", (x, r.predicted_tg_tokens_per_s), fontsize=8)
+            ax1.annotate(
+                f"{r.quant} ({r.n_gpu_layers}/{r.n_layers_total})", (x, r.predicted_tg_tokens_per_s), fontsize=8
+            )
         ax1.set_ylabel("predicted tg tokens/s on one GPU (green: fits fully)")
         ax1.set_title("size vs predicted speed")
         ax2.bar([r.quant for r in c.rows], [r.gpus_to_fit or 0 for r in c.rows])

@@ -86,8 +86,11 @@ INTERRUPTED_EXIT_CODE = 130  # Ctrl-C, as a shell reports SIGINT
 
 # The whole table, most specific first, as README.md documents it.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
-    (1, "an error the harness reports with no code of its own: a quant llama.cpp would refuse, a chat "
-        "template, an RPC server (its message says what to do)"),
+    (
+        1,
+        "an error the harness reports with no code of its own: a quant llama.cpp would refuse, a chat "
+        "template, an RPC server (its message says what to do)",
+    ),
     (2, "malformed input: a GGUF file, or an option or argument (click's usage errors too)"),
     (3, "model not found: not a path, not in the registry, or not installed"),
     (4, "invalid registry or hardware profiles (models.toml, hardware.toml)"),

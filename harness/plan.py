@@ -44,6 +44,7 @@ class PlanRequest:
 @dataclass(frozen=True)
 class Actual:
     """llama.cpp's own report for one device, from --verify."""
+
     weights_bytes: int
     kv_bytes: int
     compute_bytes: int
@@ -89,15 +90,18 @@ def target_devices(req: PlanRequest) -> tuple[list[Device], list[str], str | Non
             devices.append(dev)
             endpoints.append(endpoint)
     if req.local and not (req.gpu or req.budget_bytes):
-
         for g in local_gpus():
-            base = Device.from_profile(profiles.gpu(DEFAULT_GPU), 0, budget_bytes=g.total_bytes,
-                                       reserve_bytes=req.reserve_bytes)
+            base = Device.from_profile(
+                profiles.gpu(DEFAULT_GPU), 0, budget_bytes=g.total_bytes, reserve_bytes=req.reserve_bytes
+            )
             devices.insert(0, replace(base, name=g.name))
     elif not req.rpc or req.gpu or req.budget_bytes:
         if req.budget_bytes is not None:
-            base = Device.from_profile(profiles.gpu(req.gpu or DEFAULT_GPU), budget_bytes=req.budget_bytes,
-                                       reserve_bytes=req.reserve_bytes or 0)
+            base = Device.from_profile(
+                profiles.gpu(req.gpu or DEFAULT_GPU),
+                budget_bytes=req.budget_bytes,
+                reserve_bytes=req.reserve_bytes or 0,
+            )
             gpu_key = req.gpu
         else:
             gpu_key = req.gpu or DEFAULT_GPU
@@ -109,15 +113,19 @@ def target_devices(req: PlanRequest) -> tuple[list[Device], list[str], str | Non
 def target_host(req: PlanRequest) -> Host:
     ram = req.host_ram_bytes if req.host_ram_bytes is not None else host_ram_bytes()
     if req.host_profile == "this":
-
         return Host.from_profile(measured_host_profile(), ram)
     return Host.from_profile(load_profiles().host(req.host_profile), ram)
 
 
 def context_of(req: PlanRequest) -> ContextParams:
     try:
-        return ContextParams(n_ctx=req.n_ctx, n_ubatch=req.n_ubatch, type_k=req.kv_type, type_v=req.kv_type,
-                             flash_attn=req.flash_attn or kv_type_needs_flash_attn(req.kv_type))
+        return ContextParams(
+            n_ctx=req.n_ctx,
+            n_ubatch=req.n_ubatch,
+            type_k=req.kv_type,
+            type_v=req.kv_type,
+            flash_attn=req.flash_attn or kv_type_needs_flash_attn(req.kv_type),
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -131,10 +139,13 @@ def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
     cp = context_of(req)
     plan = solve(header, devices, host, cp, req.n_gpu_layers, req.margin_fraction)
     alternatives = _registry_alternatives(resolved)
-    advice = suggest(header, plan, devices, host, cp, req.margin_fraction, gpu_key if not req.rpc else None,
-                     alternatives)
-    notes = ["host weights are read from the mmapped file: they live in the page cache, so the host "
-             "needs that much free RAM (or the file streams from disk at disk speed)"]
+    advice = suggest(
+        header, plan, devices, host, cp, req.margin_fraction, gpu_key if not req.rpc else None, alternatives
+    )
+    notes = [
+        "host weights are read from the mmapped file: they live in the page cache, so the host "
+        "needs that much free RAM (or the file streams from disk at disk speed)"
+    ]
     if resolved.virtual:
         notes.append(f"{req.model} is built from its architecture: no file is read; sizes are llama.cpp's rules")
     result = PlanResult(req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes))
@@ -157,22 +168,42 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
     if resolved.virtual:
         raise HarnessError(f"--verify needs the model file: {result.model} is known by its architecture only")
     if not endpoints or len(endpoints) != len(devices):
-        raise HarnessError("--verify loads the model on the planned devices; only llama.cpp RPC devices (--rpc) "
-                           "can be verified on this machine")
+        raise HarnessError(
+            "--verify loads the model on the planned devices; only llama.cpp RPC devices (--rpc) "
+            "can be verified on this machine"
+        )
     plan = result.plan
     path = resolved.header.paths[0]
-    report = load_and_report(path, plan.n_gpu_layers, plan.context.n_ctx, endpoints,
-                             type_k=plan.context.type_k, type_v=plan.context.type_v,
-                             flash_attn=plan.context.flash_attn, n_ubatch=plan.context.n_ubatch,
-                             swa_full=plan.context.swa_full, decode=True, tensor_split=plan.tensor_split)
+    report = load_and_report(
+        path,
+        plan.n_gpu_layers,
+        plan.context.n_ctx,
+        endpoints,
+        type_k=plan.context.type_k,
+        type_v=plan.context.type_v,
+        flash_attn=plan.context.flash_attn,
+        n_ubatch=plan.context.n_ubatch,
+        swa_full=plan.context.swa_full,
+        decode=True,
+        tensor_split=plan.tensor_split,
+    )
     actual = {}
     for d, endpoint in zip(plan.devices, endpoints):
         bufs = [b for b in report.rpc_buffers if endpoint_of(b.name) == endpoint]
-        actual[d.name] = Actual(sum(b.model_bytes for b in bufs), sum(b.kv_bytes for b in bufs),
-                                sum(b.compute_bytes for b in bufs))
+        actual[d.name] = Actual(
+            sum(b.model_bytes for b in bufs), sum(b.kv_bytes for b in bufs), sum(b.compute_bytes for b in bufs)
+        )
     host = [b for b in report.host_buffers]
-    actual["host"] = Actual(sum(b.model_bytes for b in host), sum(b.kv_bytes for b in host),
-                            sum(b.compute_bytes for b in host))
-    return PlanResult(result.model, plan, result.suggestions, result.gpu_profile, result.rpc_endpoints, actual,
-                      report.n_layers_on_devices, result.notes)
-
+    actual["host"] = Actual(
+        sum(b.model_bytes for b in host), sum(b.kv_bytes for b in host), sum(b.compute_bytes for b in host)
+    )
+    return PlanResult(
+        result.model,
+        plan,
+        result.suggestions,
+        result.gpu_profile,
+        result.rpc_endpoints,
+        actual,
+        report.n_layers_on_devices,
+        result.notes,
+    )

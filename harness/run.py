@@ -31,22 +31,36 @@ def check_runnable(plan: Plan, force: bool) -> None:
     if force:
         return
     if not plan.devices_fit:
-        raise WontFitError(f"n_gpu_layers {plan.n_gpu_layers} does not fit the devices' budgets "
-                           "(see `harness plan`); pass --force to try anyway")
+        raise WontFitError(
+            f"n_gpu_layers {plan.n_gpu_layers} does not fit the devices' budgets "
+            "(see `harness plan`); pass --force to try anyway"
+        )
     if not plan.host.fits:
-        raise WontFitError(f"cannot run here: the host needs {plan.host.total_bytes / 2**30:.1f} GiB for its "
-                           f"share but has {plan.host.ram_bytes / 2**30:.1f} GiB (see `harness plan`); "
-                           "pass --force to try anyway")
+        raise WontFitError(
+            f"cannot run here: the host needs {plan.host.total_bytes / 2**30:.1f} GiB for its "
+            f"share but has {plan.host.ram_bytes / 2**30:.1f} GiB (see `harness plan`); "
+            "pass --force to try anyway"
+        )
 
 
-def run_prompt(req: PlanRequest, prompt: str, max_tokens: int, sampling: Sampling, chat: bool = False,
-               system: str | None = None, force: bool = False, n_threads: int | None = None,
-               on_piece: Callable[[str], None] | None = None) -> RunResult:
+def run_prompt(
+    req: PlanRequest,
+    prompt: str,
+    max_tokens: int,
+    sampling: Sampling,
+    chat: bool = False,
+    system: str | None = None,
+    force: bool = False,
+    n_threads: int | None = None,
+    on_piece: Callable[[str], None] | None = None,
+) -> RunResult:
     """Plan ``req`` for the devices really here, load it that way, answer ``prompt``."""
     resolved = resolve_model(req.model)
     if resolved.virtual:
-        raise WontFitError(f"{req.model} is known by its architecture only: there is no file to run here "
-                           f"(`harness plan {req.model}` shows what it would take)")
+        raise WontFitError(
+            f"{req.model} is known by its architecture only: there is no file to run here "
+            f"(`harness plan {req.model}` shows what it would take)"
+        )
     result = make_plan(replace(req, local=True), resolved)
     plan = result.plan
     check_runnable(plan, force)

@@ -40,8 +40,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Seque
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
 
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+    "TIB": 1 << 40,
+}
 
 
 def parse_size(text: str) -> int:
@@ -57,35 +67,85 @@ def render_plan(r) -> str:
     """`harness plan`'s text for ``r``, a harness.plan.PlanResult (not imported: this floor is below it): the
     verdict, a table per device and the host, the prediction, the advice."""
     p = r.plan
-    lines = [f"{r.model}: {p.verdict} — n_gpu_layers {p.n_gpu_layers} of {p.n_layers_total} "
-             f"(ctx {p.context.n_ctx}, KV {p.context.type_k}, "
-             f"flash attention {'on' if p.context.flash_attn else 'off'})"]
+    lines = [
+        f"{r.model}: {p.verdict} — n_gpu_layers {p.n_gpu_layers} of {p.n_layers_total} "
+        f"(ctx {p.context.n_ctx}, KV {p.context.type_k}, "
+        f"flash attention {'on' if p.context.flash_attn else 'off'})"
+    ]
     rows = []
     for d in p.devices:
-        rows.append([d.name, d.n_layers + (1 if d.holds_output else 0), human_bytes(d.weights_bytes),
-                     human_bytes(d.kv_bytes), human_bytes(d.compute_bytes), human_bytes(d.reserve_bytes),
-                     human_bytes(d.total_bytes), human_bytes(d.budget_bytes), human_bytes(d.headroom_bytes)
-                     if d.headroom_bytes >= 0 else "-" + human_bytes(-d.headroom_bytes)])
+        rows.append(
+            [
+                d.name,
+                d.n_layers + (1 if d.holds_output else 0),
+                human_bytes(d.weights_bytes),
+                human_bytes(d.kv_bytes),
+                human_bytes(d.compute_bytes),
+                human_bytes(d.reserve_bytes),
+                human_bytes(d.total_bytes),
+                human_bytes(d.budget_bytes),
+                human_bytes(d.headroom_bytes) if d.headroom_bytes >= 0 else "-" + human_bytes(-d.headroom_bytes),
+            ]
+        )
         if d.name in r.actual:
             a = r.actual[d.name]
-            rows.append(["  llama.cpp says", "", human_bytes(a.weights_bytes), human_bytes(a.kv_bytes),
-                         human_bytes(a.compute_bytes), "", human_bytes(a.total_bytes), "", ""])
+            rows.append(
+                [
+                    "  llama.cpp says",
+                    "",
+                    human_bytes(a.weights_bytes),
+                    human_bytes(a.kv_bytes),
+                    human_bytes(a.compute_bytes),
+                    "",
+                    human_bytes(a.total_bytes),
+                    "",
+                    "",
+                ]
+            )
     if rows:
-        lines += ["", table(["device", "layers", "weights", "KV", "compute", "reserve", "total", "budget", "headroom"],
-                            rows, right=[False] + [True] * 8)]
+        lines += [
+            "",
+            table(
+                ["device", "layers", "weights", "KV", "compute", "reserve", "total", "budget", "headroom"],
+                rows,
+                right=[False] + [True] * 8,
+            ),
+        ]
     h = p.host
-    host_rows = [["host", human_bytes(h.weights_bytes), human_bytes(h.kv_bytes), human_bytes(h.compute_bytes),
-                  human_bytes(h.output_bytes), human_bytes(h.total_bytes),
-                  human_bytes(h.ram_bytes) if h.ram_bytes else "not set"]]
+    host_rows = [
+        [
+            "host",
+            human_bytes(h.weights_bytes),
+            human_bytes(h.kv_bytes),
+            human_bytes(h.compute_bytes),
+            human_bytes(h.output_bytes),
+            human_bytes(h.total_bytes),
+            human_bytes(h.ram_bytes) if h.ram_bytes else "not set",
+        ]
+    ]
     if "host" in r.actual:
         a = r.actual["host"]
-        host_rows.append(["  llama.cpp says", human_bytes(a.weights_bytes), human_bytes(a.kv_bytes),
-                          human_bytes(a.compute_bytes), "", human_bytes(a.total_bytes), ""])
-    lines += ["", table(["", "weights", "KV", "compute", "output", "total", "RAM"], host_rows,
-                        right=[False] + [True] * 6)]
-    lines += ["", f"predicted: {p.predicted_tg_tokens_per_s:.2f} tokens/s generation (memory-bandwidth bound, "
-                  f"at the profiles' efficiency), up to {p.predicted_pp_tokens_per_s:.0f} tokens/s prompt processing "
-                  "(compute / PCIe bound)"]
+        host_rows.append(
+            [
+                "  llama.cpp says",
+                human_bytes(a.weights_bytes),
+                human_bytes(a.kv_bytes),
+                human_bytes(a.compute_bytes),
+                "",
+                human_bytes(a.total_bytes),
+                "",
+            ]
+        )
+    lines += [
+        "",
+        table(["", "weights", "KV", "compute", "output", "total", "RAM"], host_rows, right=[False] + [True] * 6),
+    ]
+    lines += [
+        "",
+        f"predicted: {p.predicted_tg_tokens_per_s:.2f} tokens/s generation (memory-bandwidth bound, "
+        f"at the profiles' efficiency), up to {p.predicted_pp_tokens_per_s:.0f} tokens/s prompt processing "
+        "(compute / PCIe bound)",
+    ]
     if r.n_layers_offloaded_actual is not None:
         lines.append(f"llama.cpp offloaded {r.n_layers_offloaded_actual}/{p.n_layers_total} layers")
     if not p.fits_fully and not p.host.fits:

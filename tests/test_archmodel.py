@@ -20,8 +20,10 @@ def test_smollm2_rebuilt_from_its_config_equals_the_real_file(smollm_path) -> No
     assert built.arch == real.arch
 
 
-@pytest.mark.parametrize("arch,published", [
-    ("llama-3.1-8b", 8_030_261_248), ("llama-3.1-70b", 70_553_706_496), ("llama-3.1-405b", 405_853_388_800)])
+@pytest.mark.parametrize(
+    "arch,published",
+    [("llama-3.1-8b", 8_030_261_248), ("llama-3.1-70b", 70_553_706_496), ("llama-3.1-405b", 405_853_388_800)],
+)
 def test_llama_31_parameter_counts_are_the_published_ones(arch, published) -> None:
     h = build_header(load_registry().architectures[arch])
     rope = h.tensor("rope_freqs.weight")

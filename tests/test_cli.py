@@ -37,8 +37,11 @@ def test_inspect_json_on_gemma(gemma_path) -> None:
     assert out["n_params"] == h.n_params and out["n_layer"] == 18
     assert out["data_offset"] == 6525120 and out["file_bytes"] == 253113024
     assert out["types"]["Q5_0"] == {"count": 81, "bytes": 43591680}
-    assert len(out["layers"]) == 18 and sum(layer["bytes"] for layer in out["layers"]) + sum(
-        t["bytes"] for t in out["non_layer"]) == out["tensor_bytes"]
+    assert (
+        len(out["layers"]) == 18
+        and sum(layer["bytes"] for layer in out["layers"]) + sum(t["bytes"] for t in out["non_layer"])
+        == out["tensor_bytes"]
+    )
     assert out["truncated"] is False and len(out["shards"]) == 1
     assert "tensors" not in out
 
@@ -53,8 +56,15 @@ def test_inspect_tensors_json(smollm_path) -> None:
 def test_inspect_human_output(gemma_path) -> None:
     result = CliRunner().invoke(cli, ["inspect", GEMMA])
     assert result.exit_code == 0
-    for fragment in ("gemma3", "Q4_K_M", "246,587,904", "| Q5_0 |", "blk.15-17", "sliding window 512",
-                     "vocabulary     262144"):
+    for fragment in (
+        "gemma3",
+        "Q4_K_M",
+        "246,587,904",
+        "| Q5_0 |",
+        "blk.15-17",
+        "sliding window 512",
+        "vocabulary     262144",
+    ):
         assert fragment in result.output
 
 
@@ -94,6 +104,7 @@ def test_models_lists_the_registry() -> None:
 
 # The error boundary, through CliRunner: the exit codes a shell sees.
 
+
 def _invoke(*args: str) -> click.testing.Result:
     return CliRunner().invoke(cli, list(args))
 
@@ -127,6 +138,7 @@ def test_library_usage_error_is_exit_2() -> None:
 def _raise(exc: BaseException):
     def f(*args, **kwargs):
         raise exc
+
     return f
 
 
@@ -137,8 +149,7 @@ def test_unexpected_exception_is_exit_70_without_traceback(monkeypatch) -> None:
     monkeypatch.setattr(harness.cli.inspect, "resolve_model", _raise(RuntimeError("the header walked away")))
     r = _invoke("inspect", "8b-q4_k_m")
     assert r.exit_code == INTERNAL_ERROR_EXIT_CODE == 70 and r.stdout == ""
-    assert r.stderr == ("internal error: RuntimeError: the header walked away "
-                        "(HARNESS_DEBUG=1 shows the traceback)\n")
+    assert r.stderr == ("internal error: RuntimeError: the header walked away (HARNESS_DEBUG=1 shows the traceback)\n")
 
 
 def test_harness_debug_shows_the_traceback(monkeypatch) -> None:
@@ -148,8 +159,9 @@ def test_harness_debug_shows_the_traceback(monkeypatch) -> None:
     monkeypatch.setattr(harness.cli.inspect, "resolve_model", _raise(RuntimeError("the header walked away")))
     r = _invoke("inspect", "8b-q4_k_m")
     assert r.exit_code == 70 and r.stderr.startswith("Traceback") and "resolve_model" not in r.stdout
-    assert r.stderr.endswith("internal error: RuntimeError: the header walked away "
-                             "(HARNESS_DEBUG=1 shows the traceback)\n")
+    assert r.stderr.endswith(
+        "internal error: RuntimeError: the header walked away (HARNESS_DEBUG=1 shows the traceback)\n"
+    )
 
 
 def test_cannot_run_here_is_a_result_on_stdout_and_exit_10(monkeypatch) -> None:
@@ -187,12 +199,14 @@ def test_readme_exit_codes_are_the_table() -> None:
 
 # Start-up: commands load when they run.
 
+
 def test_help_lists_the_commands_as_an_eager_group_would() -> None:
     """`harness --help` reads the stored summaries; the listing is the one the imported commands would give."""
     commands = {name: cli.get_command(click.Context(cli), name) for name in COMMANDS}
     assert all(c is not None and c.name == name for name, c in commands.items())
-    eager = click.Group(cli.name, commands=commands, help=cli.help, params=cli.params,
-                        context_settings=cli.context_settings)
+    eager = click.Group(
+        cli.name, commands=commands, help=cli.help, params=cli.params, context_settings=cli.context_settings
+    )
     lazy = _invoke("--help")
     assert lazy.exit_code == 0 and lazy.output == CliRunner().invoke(eager, ["--help"]).output
     assert "\n  rpc-server  Serve this host's CPU backend" in lazy.output
@@ -206,8 +220,16 @@ result = CliRunner().invoke(cli, sys.argv[1:])
 assert result.exit_code == 0, result.output
 print(json.dumps(sorted(sys.modules)))
 """
-_HEAVY = ("llama_cpp", "huggingface_hub", "matplotlib", "jinja2", "numpy", "harness.offload", "harness.plan",
-          "harness.llama")
+_HEAVY = (
+    "llama_cpp",
+    "huggingface_hub",
+    "matplotlib",
+    "jinja2",
+    "numpy",
+    "harness.offload",
+    "harness.plan",
+    "harness.llama",
+)
 
 
 def _modules_after(*args: str) -> set[str]:
@@ -238,11 +260,34 @@ def test_plan_options_reach_the_library_as_bytes(monkeypatch) -> None:
         raise UsageError("recorded")
 
     monkeypatch.setattr(harness.cli.plan, "make_plan", make_plan)
-    r = _invoke("plan", "8b-q4_k_m", "--budget", "40GiB", "--host-ram", "64GB", "--reserve", "512MiB", "--kv-type",
-                "q8_0", "--rpc", "10.0.0.2:50052=8GiB", "--ctx", "8192")
+    r = _invoke(
+        "plan",
+        "8b-q4_k_m",
+        "--budget",
+        "40GiB",
+        "--host-ram",
+        "64GB",
+        "--reserve",
+        "512MiB",
+        "--kv-type",
+        "q8_0",
+        "--rpc",
+        "10.0.0.2:50052=8GiB",
+        "--ctx",
+        "8192",
+    )
     assert (r.exit_code, r.stderr) == (2, "error: recorded\n")
-    assert seen == [PlanRequest(model="8b-q4_k_m", budget_bytes=40 << 30, host_ram_bytes=64 * 10**9,
-                                reserve_bytes=512 << 20, kv_type="q8_0", rpc=("10.0.0.2:50052=8GiB",), n_ctx=8192)]
+    assert seen == [
+        PlanRequest(
+            model="8b-q4_k_m",
+            budget_bytes=40 << 30,
+            host_ram_bytes=64 * 10**9,
+            reserve_bytes=512 << 20,
+            kv_type="q8_0",
+            rpc=("10.0.0.2:50052=8GiB",),
+            n_ctx=8192,
+        )
+    ]
 
 
 def test_kv_type_choices_are_the_clis_three() -> None:
@@ -267,8 +312,11 @@ def test_compare_text_too_short_is_a_usage_error() -> None:
     """compare --text with fewer tokens than one 512-token chunk: exit 2 and both counts, not an internal error."""
     from harness.llama.quality import chunks_of
 
-    session = SimpleNamespace(tokenize=lambda text, add_special: list(range(len(text.split()))),
-                              api=SimpleNamespace(llama_vocab_bos=lambda vocab: 1), vocab=None)
+    session = SimpleNamespace(
+        tokenize=lambda text, add_special: list(range(len(text.split()))),
+        api=SimpleNamespace(llama_vocab_bos=lambda vocab: 1),
+        vocab=None,
+    )
     with pytest.raises(UsageError, match=r"^the text has 300 tokens; scoring needs at least 512 "):
         chunks_of(session, "word " * 300, 512, 8)
     assert len(chunks_of(session, "word " * 1100, 512, 8)) == 2

@@ -18,8 +18,9 @@ from tests.support.models import GEMMA, SMOLLM
 @pytest.mark.parametrize("model,quants", [(SMOLLM, "Q8_0,Q4_K_M,Q2_K,IQ2_XXS"), (GEMMA, "Q8_0,Q4_K_M,Q2_K")])
 def test_quality_degrades_in_order(tmp_path, model, quants) -> None:
     png = tmp_path / "chart.png"
-    result = CliRunner().invoke(cli, ["compare", model, "--quants", quants, "--chunks", "3",
-                                      "--reps", "1", "--plot", str(png), "--json"])
+    result = CliRunner().invoke(
+        cli, ["compare", model, "--quants", quants, "--chunks", "3", "--reps", "1", "--plot", str(png), "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     rows = {r["quant"]: r for r in out["rows"]}
@@ -41,8 +42,9 @@ def test_quality_degrades_in_order(tmp_path, model, quants) -> None:
 
 def test_405b_rows_equal_sizes() -> None:
     quants = "Q4_K_M,Q2_K,IQ2_XXS,IQ1_S"
-    compared = json.loads(CliRunner().invoke(cli, ["compare", "405b-q4_k_m", "--quants", quants, "--ctx", "8192",
-                                                   "--json"]).stdout)
+    compared = json.loads(
+        CliRunner().invoke(cli, ["compare", "405b-q4_k_m", "--quants", quants, "--ctx", "8192", "--json"]).stdout
+    )
     sized = json.loads(CliRunner().invoke(cli, ["sizes", "405b-q4_k_m", "--quant", quants, "--json"]).stdout)
     assert [r["tensor_bytes"] for r in compared["rows"]] == [q["tensor_bytes"] for q in sized["quants"]]
     rows = {r["quant"]: r for r in compared["rows"]}

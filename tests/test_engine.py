@@ -100,8 +100,9 @@ def test_kv_on_the_device_is_its_share_of_llama_cpps_own_total(offloaded, server
 @pytest.mark.rpc
 @pytest.mark.real_model
 def test_quantized_kv_with_flash_attention_shrinks_by_the_block_ratio(offloaded, server, smollm_path) -> None:
-    q8 = load_and_report(smollm_path, NGL, N_CTX, [server.endpoint], type_k="q8_0", type_v="q8_0",
-                         flash_attn=True, decode=False)
+    q8 = load_and_report(
+        smollm_path, NGL, N_CTX, [server.endpoint], type_k="q8_0", type_v="q8_0", flash_attn=True, decode=False
+    )
     block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType.Q8_0]
     name = f"RPC0[{server.endpoint}]"
     f16_kv = offloaded.buffer(name).kv_bytes
@@ -148,11 +149,14 @@ def test_n_ctx_is_padded_to_256(smollm_path) -> None:
     assert report.n_ctx == 1024 and report.kv_caches[0].cells == 1024
 
 
-@pytest.mark.parametrize("content, reason", [
-    (None, "failed to open GGUF file"),
-    (b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 8, "gguf_init_from_reader"),
-    (b"not a gguf file at all", "gguf_init_from_reader"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, "failed to open GGUF file"),
+        (b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 8, "gguf_init_from_reader"),
+        (b"not a gguf file at all", "gguf_init_from_reader"),
+    ],
+)
 def test_load_failure_carries_llama_cpps_reason(tmp_path, content, reason) -> None:
     path = tmp_path / "model.gguf"
     if content is not None:
@@ -202,8 +206,12 @@ def test_serve_stops_its_server_on_a_signal(sig) -> None:
     port = free_port()
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    parent = subprocess.Popen([sys.executable, "-c", f"from harness.llama.rpc import serve; serve('127.0.0.1', {port})"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"from harness.llama.rpc import serve; serve('127.0.0.1', {port})"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -14,8 +14,11 @@ def test_log_capture_joins_continuations_and_drops_debug() -> None:
     capture.feed(5, ".\n")
     capture.feed(2, "sched_reserve:        CPU compute buffer size =    46.38 MiB\n")
     capture.flush()
-    assert capture.text_lines() == ("load_tensors: offloaded 3/31 layers to GPU", "llama_model_load: loading..",
-                                    "sched_reserve:        CPU compute buffer size =    46.38 MiB")
+    assert capture.text_lines() == (
+        "load_tensors: offloaded 3/31 layers to GPU",
+        "llama_model_load: loading..",
+        "sched_reserve:        CPU compute buffer size =    46.38 MiB",
+    )
     parsed = parse_log(capture.text_lines())
     assert parsed.buffers["CPU"] == {"compute_mib": 46.38, "compute_bytes": round(46.38 * 2**20)}
     assert (parsed.n_layers_offloaded, parsed.n_layers_total) == (3, 31)

@@ -23,16 +23,18 @@ def hub(tmp_path):
 
 
 def _env(hub: FakeHub, tmp_path) -> dict:
-    env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HARNESS_CACHE_DIR=str(tmp_path / "cache"),
-               HF_HOME=str(tmp_path / "hf"))
+    env = dict(
+        os.environ, HF_ENDPOINT=hub.endpoint, HARNESS_CACHE_DIR=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf")
+    )
     env.pop("HF_HUB_OFFLINE", None)
     env.pop("HF_TOKEN", None)
     return env
 
 
 def _harness(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.mark.real_model
@@ -69,8 +71,9 @@ def test_split_model_read_remotely(hub, tmp_path) -> None:
     assert remote["tensor_bytes"] == local.tensor_bytes and len(remote["shards"]) == 3
     # every shard pinned to the commit the first shard resolved to; every byte read from that commit
     resolves = [(method, path) for method, path, _ in hub.requests if "/resolve/" in path]
-    assert all(f"/resolve/{COMMIT}/" in path for method, path in resolves
-               if method == "GET" or shards[0].name not in path)
+    assert all(
+        f"/resolve/{COMMIT}/" in path for method, path in resolves if method == "GET" or shards[0].name not in path
+    )
 
 
 @pytest.mark.real_model
@@ -85,11 +88,14 @@ def test_server_ignoring_range_is_not_read_to_the_end(hub, tmp_path) -> None:
 
 
 @pytest.mark.real_model
-@pytest.mark.parametrize("mode,message", [
-    ("gated", "gated: accept its licence"),
-    ("forbidden", "access denied (403)"),
-    ("ratelimit", "retry after 7 seconds"),
-])
+@pytest.mark.parametrize(
+    "mode,message",
+    [
+        ("gated", "gated: accept its licence"),
+        ("forbidden", "access denied (403)"),
+        ("ratelimit", "retry after 7 seconds"),
+    ],
+)
 def test_hub_errors_are_one_line_with_the_next_step(hub, tmp_path, mode, message) -> None:
     hub.add("acme/x", "m.gguf", real_model(SMOLLM))
     hub.modes["acme/x"] = mode
@@ -166,8 +172,10 @@ def test_registry_entry_read_remotely_and_listed(hub, tmp_path) -> None:
         hub.add("acme/big", f"Big-Q4_K_M/{p.name}", p)
     hub.add("acme/big", "Big-Q2_K.gguf", real_model(SMOLLM))  # another quant in the same repository
     registry = tmp_path / "models.toml"
-    registry.write_text('[models.big]\nfile = "Big-Q4_K_M-00001-of-00003.gguf"\nquant = "Q4_K_M"\n'
-                        'hf = { repo = "acme/big", pattern = "*-Q4_K_M*.gguf" }\n')
+    registry.write_text(
+        '[models.big]\nfile = "Big-Q4_K_M-00001-of-00003.gguf"\nquant = "Q4_K_M"\n'
+        'hf = { repo = "acme/big", pattern = "*-Q4_K_M*.gguf" }\n'
+    )
     env = dict(_env(hub, tmp_path), HARNESS_REGISTRY=str(registry))
     r = _harness(env, "models", "--json")
     assert json.loads(r.stdout)[0]["state"] == "absent"
@@ -185,7 +193,6 @@ def test_downloaded_model_runs_from_its_files(hub, tmp_path) -> None:
     hub.add("acme/models", path.name, path)
     env = _env(hub, tmp_path)
     assert _harness(env, "download", f"hf://acme/models/{path.name}").returncode == 0
-    r = _harness(env, "run", f"hf://acme/models/{path.name}", "The capital of France is", "--max-tokens", "4",
-                 "--json")
+    r = _harness(env, "run", f"hf://acme/models/{path.name}", "The capital of France is", "--max-tokens", "4", "--json")
     assert r.returncode == 0, r.stderr
     assert "Paris" in json.loads(r.stdout)["text"]

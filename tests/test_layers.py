@@ -24,17 +24,21 @@ HEAVY = ("llama_cpp", "huggingface_hub", "matplotlib", "jinja2", "filelock")
 
 # module name (or package prefix) -> floor; the longest matching prefix wins
 FLOORS = {
-    "harness.errors": 0, "harness.settings": 0, "harness.text": 0,
+    "harness.errors": 0,
+    "harness.settings": 0,
+    "harness.text": 0,
     "harness.gguf": 1,
     "harness.quant": 2,
     "harness.offload": 3,
-    "harness.models": 4, "harness.llama": 4,
+    "harness.models": 4,
+    "harness.llama": 4,
     "harness.plan": 5,
     "harness.run": 6,
     "harness.bench": 7,
     "harness.compare": 8,
     "harness.cli": 9,
-    "harness": 10, "harness.__main__": 10,
+    "harness": 10,
+    "harness.__main__": 10,
 }
 # same floor, but strangers: the model registry/hub and the engine never import each other
 APART = {"harness.models": "harness.llama", "harness.llama": "harness.models"}
@@ -51,13 +55,18 @@ def _package_modules(*subpackages: str) -> list[str]:
 
 
 LIGHT = _package_modules("gguf", "quant", "offload", "cli") + [
-    "harness.models.registry", "harness.models.resolve", "harness.plan"]
+    "harness.models.registry",
+    "harness.models.resolve",
+    "harness.plan",
+]
 
 
 @pytest.mark.parametrize("module", LIGHT)
 def test_light_floors_import_nothing_heavy(module: str) -> None:
-    code = (f"import sys, json; import {module}; "
-            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
+    code = (
+        f"import sys, json; import {module}; "
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     heavy = {m.split(".")[0] for m in json.loads(r.stdout)}
@@ -114,18 +123,27 @@ def test_no_module_imports_upward() -> None:
             if there is None:
                 unplaced.append(target)
             elif there[1] > here[1] or APART.get(here[0]) == there[0]:
-                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} (floor {here[1]}, {here[0]}) "
-                             f"imports {target} (floor {there[1]}, {there[0]})")
+                wrong.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line}: {module} (floor {here[1]}, {here[0]}) "
+                    f"imports {target} (floor {there[1]}, {there[0]})"
+                )
     assert not unplaced, f"modules on no floor (add them to FLOORS): {sorted(set(unplaced))}"
     assert not wrong, "imports that go up a floor:\n" + "\n".join(wrong)
 
 
 def test_the_floor_map_reads_imports_as_meant() -> None:
     """The checker itself, on code written for it: what counts as an upward import."""
-    code = ("from harness import settings\nfrom harness import read_header\nimport harness.plan\n"
-            "def f():\n    from . import rules\n    from ..offload import solver\n")
+    code = (
+        "from harness import settings\nfrom harness import read_header\nimport harness.plan\n"
+        "def f():\n    from . import rules\n    from ..offload import solver\n"
+    )
     found = _imported(ast.parse(code), "harness.quant.sizes", is_package=False)
-    assert found == [(1, "harness.settings"), (2, "harness"), (3, "harness.plan"), (5, "harness.quant.rules"),
-                     (6, "harness.offload.solver")]
+    assert found == [
+        (1, "harness.settings"),
+        (2, "harness"),
+        (3, "harness.plan"),
+        (5, "harness.quant.rules"),
+        (6, "harness.offload.solver"),
+    ]
     assert [_floor(m)[1] for _, m in found] == [0, 10, 5, 2, 3]
     assert _floor("harness.gguf.reader") == ("harness.gguf", 1) and _floor("harness.elsewhere") is None

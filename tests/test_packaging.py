@@ -18,8 +18,22 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--wheel-dir", str(out), str(ROOT)], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if build.returncode != 0:
         pytest.fail(f"building the wheel failed:\n{build.stderr[-2000:]}")
     (whl,) = out.glob("harness-*.whl")
@@ -28,26 +42,57 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_carries_every_floor_and_the_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("harness/data/models.toml", "harness/data/hardware.toml", "harness/gguf/reader.py",
-                     "harness/quant/rules.py", "harness/offload/solver.py", "harness/models/registry.py",
-                     "harness/llama/engine.py", "harness/cli/__init__.py"):
+    for required in (
+        "harness/data/models.toml",
+        "harness/data/hardware.toml",
+        "harness/gguf/reader.py",
+        "harness/quant/rules.py",
+        "harness/offload/solver.py",
+        "harness/models/registry.py",
+        "harness/llama/engine.py",
+        "harness/cli/__init__.py",
+    ):
         assert required in names, f"{required} is not in {wheel.name}"
 
 
 def test_installed_wheel_plans_from_another_directory(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                              "--target", str(target), str(wheel)], capture_output=True, text=True)
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # the installed copy comes first on the path; the dependencies (gguf, click) from this environment
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")} | {"PYTHONPATH": str(target)}
-    where = subprocess.run([sys.executable, "-c", "import harness; print(harness.__file__)"], cwd=elsewhere,
-                           env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import harness; print(harness.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
-    done = subprocess.run([sys.executable, "-m", "harness", "plan", "8b-q4_k_m", "--json"], cwd=elsewhere, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "plan", "8b-q4_k_m", "--json"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     assert plan["n_gpu_layers"] == plan["n_layers_total"] == 33  # Llama 3.1 8B: 32 blocks + output, one A100 40GB

@@ -28,8 +28,18 @@ def server():
 
 
 def _actual(path, srv, ngl: int, cp: ContextParams):
-    r = load_and_report(path, ngl, cp.n_ctx, [srv.endpoint], type_k=cp.type_k, type_v=cp.type_v,
-                        flash_attn=cp.flash_attn, n_ubatch=cp.n_ubatch, swa_full=cp.swa_full, decode=False)
+    r = load_and_report(
+        path,
+        ngl,
+        cp.n_ctx,
+        [srv.endpoint],
+        type_k=cp.type_k,
+        type_v=cp.type_v,
+        flash_attn=cp.flash_attn,
+        n_ubatch=cp.n_ubatch,
+        swa_full=cp.swa_full,
+        decode=False,
+    )
     [rpc] = r.rpc_buffers
     return r, rpc
 
@@ -46,8 +56,9 @@ CASES = [
 @pytest.mark.engine
 @pytest.mark.rpc
 @pytest.mark.real_model
-@pytest.mark.parametrize("name,ngl,cp", CASES, ids=[f"{c[0]}-ngl{c[1]}-{c[2].n_ctx}-{c[2].type_k}-fa{int(c[2].flash_attn)}"
-                                                    for c in CASES])
+@pytest.mark.parametrize(
+    "name,ngl,cp", CASES, ids=[f"{c[0]}-ngl{c[1]}-{c[2].n_ctx}-{c[2].type_k}-fa{int(c[2].flash_attn)}" for c in CASES]
+)
 def test_prediction_matches_llama_cpp_on_rpc(server, name, ngl, cp) -> None:
     path = real_model(name)
     header = read_header(path)
@@ -99,8 +110,9 @@ def test_405b_on_one_a100_40gb() -> None:
 @pytest.mark.real_model
 def test_verify_adds_llama_cpp_numbers(server) -> None:
     # with the default 2% safety margin, which absorbs the modelled compute buffer's error
-    result = CliRunner().invoke(cli, ["plan", SMOLLM, "--rpc", f"{server.endpoint}=150MiB", "--ctx", "2048",
-                                      "--verify", "--json"])
+    result = CliRunner().invoke(
+        cli, ["plan", SMOLLM, "--rpc", f"{server.endpoint}=150MiB", "--ctx", "2048", "--verify", "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     [dev] = out["devices"]
@@ -115,8 +127,18 @@ def test_verify_adds_llama_cpp_numbers(server) -> None:
 def test_two_rpc_devices_split_as_planned(server) -> None:
     """Two offload devices: the solver's tensor_split gives llama.cpp exactly the planned layers."""
     with RpcServer() as second:
-        args = ["plan", GEMMA, "--rpc", f"{server.endpoint}=300MiB", "--rpc", f"{second.endpoint}=700MiB",
-                "--ctx", "2048", "--verify", "--json"]
+        args = [
+            "plan",
+            GEMMA,
+            "--rpc",
+            f"{server.endpoint}=300MiB",
+            "--rpc",
+            f"{second.endpoint}=700MiB",
+            "--ctx",
+            "2048",
+            "--verify",
+            "--json",
+        ]
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -152,8 +174,9 @@ def test_compute_buffers_against_simulated_allocation(server, name) -> None:
     worst = 0.0
     for ngl, ctx, fa in _GRID:
         cp = ContextParams(n_ctx=ctx, flash_attn=fa)
-        r = load_and_report(path, ngl, ctx, [server.endpoint], flash_attn=fa, swa_full=False, decode=False,
-                            no_alloc=True)
+        r = load_and_report(
+            path, ngl, ctx, [server.endpoint], flash_attn=fa, swa_full=False, decode=False, no_alloc=True
+        )
         [rpc] = r.rpc_buffers
         predicted = compute_bytes(header, cp, ngl > 1, True)
         worst = max(worst, abs(predicted - rpc.compute_bytes) / rpc.compute_bytes)
@@ -161,8 +184,17 @@ def test_compute_buffers_against_simulated_allocation(server, name) -> None:
         n_layer = header.arch.n_layer
         for ctx, fa in ((1024, True), (4096, False)):
             cp = ContextParams(n_ctx=ctx, flash_attn=fa)
-            r = load_and_report(path, n_layer + 1, ctx, [server.endpoint, second.endpoint], flash_attn=fa,
-                                swa_full=False, decode=False, no_alloc=True, tensor_split=[n_layer, 1.0])
+            r = load_and_report(
+                path,
+                n_layer + 1,
+                ctx,
+                [server.endpoint, second.endpoint],
+                flash_attn=fa,
+                swa_full=False,
+                decode=False,
+                no_alloc=True,
+                tensor_split=[n_layer, 1.0],
+            )
             middle = next(b for b in r.rpc_buffers if b.name.endswith(f"[{server.endpoint}]"))
             predicted = compute_bytes(header, cp, True, False)
             worst = max(worst, abs(predicted - middle.compute_bytes) / middle.compute_bytes)
@@ -189,8 +221,11 @@ def test_rpc_server_command_stops_on_sigterm() -> None:
     from harness.llama.rpc import RpcError, free_port, probe
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "rpc-server", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "rpc-server", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -18,10 +18,18 @@ def test_every_value_type_matches_gguf_py(tmp_path) -> None:
     path = tmp_path / "types.gguf"
     w = GGUFWriter(path, "llama")
     values = {
-        "t.u8": (255, V.UINT8), "t.i8": (-128, V.INT8), "t.u16": (65535, V.UINT16), "t.i16": (-32768, V.INT16),
-        "t.u32": (2**32 - 1, V.UINT32), "t.i32": (-(2**31), V.INT32), "t.f32": (1.5, V.FLOAT32),
-        "t.bool": (True, V.BOOL), "t.str": ("héllo ✓", V.STRING), "t.u64": (2**64 - 1, V.UINT64),
-        "t.i64": (-(2**63), V.INT64), "t.f64": (-2.25, V.FLOAT64),
+        "t.u8": (255, V.UINT8),
+        "t.i8": (-128, V.INT8),
+        "t.u16": (65535, V.UINT16),
+        "t.i16": (-32768, V.INT16),
+        "t.u32": (2**32 - 1, V.UINT32),
+        "t.i32": (-(2**31), V.INT32),
+        "t.f32": (1.5, V.FLOAT32),
+        "t.bool": (True, V.BOOL),
+        "t.str": ("héllo ✓", V.STRING),
+        "t.u64": (2**64 - 1, V.UINT64),
+        "t.i64": (-(2**63), V.INT64),
+        "t.f64": (-2.25, V.FLOAT64),
     }
     for key, (v, vt) in values.items():
         w.add_key_value(key, v, vt)
@@ -57,8 +65,9 @@ def test_sizes_match_gguf_reader(tmp_path, qtype, n_embd) -> None:
     [path] = write_llama(tmp_path / "m.gguf", n_embd=n_embd, qtype=qtype)
     ours = read_header(path)
     ref = GGUFReader(path)
-    assert [(t.name, int(t.tensor_type), int(t.n_bytes), int(t.n_elements)) for t in ref.tensors] == \
-        [(t.name, t.ggml_type, t.n_bytes, t.n_elements) for t in ours.tensors]
+    assert [(t.name, int(t.tensor_type), int(t.n_bytes), int(t.n_elements)) for t in ref.tensors] == [
+        (t.name, t.ggml_type, t.n_bytes, t.n_elements) for t in ours.tensors
+    ]
     assert ours.data_offset == ref.data_offset
     assert ours.arch.n_layer == 3 and ours.arch.n_embd == n_embd
     assert ours.arch.n_head_kv == (2, 2, 2) and ours.arch.key_length == n_embd // 8

@@ -15,8 +15,9 @@ def test_every_tensor_agrees_with_llama_cpp(request, fixture) -> None:
     ours = read_header(path)
     ref = reference_parser.parse_header(path)
     assert len(ours.tensors) == len(ref.tensors)
-    assert [(t.name, t.ggml_type, t.n_bytes, t.offset_bytes) for t in ours.tensors] == \
-        [(t.name, t.ggml_type, t.n_bytes, t.offset_bytes) for t in ref.tensors]
+    assert [(t.name, t.ggml_type, t.n_bytes, t.offset_bytes) for t in ours.tensors] == [
+        (t.name, t.ggml_type, t.n_bytes, t.offset_bytes) for t in ref.tensors
+    ]
     assert ours.tensor_bytes == sum(t.n_bytes for t in ref.tensors)
     assert ours.data_offset == ref.data_offset
     assert ours.version == ref.version

@@ -24,22 +24,25 @@ def test_the_shipped_registry_is_valid() -> None:
     assert {"gemma3-270m-q4_k_m", "smollm2-135m-q4_1"} <= set(reg.entries)
 
 
-@pytest.mark.parametrize("text,message", [
-    ('[models.a]\nfile = "a.gguf"\ncolour = "red"\n', "unknown key(s) colour"),
-    ('[models.a]\nfile = 3\n', "file must be a str"),
-    ('[models.a]\ndescription = "x"\n', "needs a 'file', or an 'architecture'"),
-    ('[models.a]\narchitecture = "x"\nquant = "Q2_K"\n', "architecture 'x' is not in [architectures]"),
-    ('[models.a]\narchitecture = "x"\n', "needs a 'quant'"),
-    ('[architectures.x]\nfamily = "llama"\n', "missing key(s) n_embd"),
-    ('[architectures.x]\nfamily = "llama"\nn_embd = "big"\n', "n_embd must be a int"),
-    ('[architectures.x]\nwings = 2\n', "unknown key(s) wings"),
-    ('[models.a]\nfile = "a.gguf"\nhf = { repo = "x/y" }\n', "hf must be"),
-    ('default = "b"\n[models.a]\nfile = "a.gguf"\n', "default model 'b' is not an entry"),
-    ('extra = 1\n', "unknown top-level key(s) extra"),
-    ('[models.a]\nfile = "a.gguf"\npypi = { wheel = "x==1" }\n', "pypi needs chunks_module, or wheel and member"),
-    ('[models.a]\nfile = "a.gguf"\nsize_bytes = true\n', "size_bytes must be a int"),
-    ('[models.a\n', "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[models.a]\nfile = "a.gguf"\ncolour = "red"\n', "unknown key(s) colour"),
+        ("[models.a]\nfile = 3\n", "file must be a str"),
+        ('[models.a]\ndescription = "x"\n', "needs a 'file', or an 'architecture'"),
+        ('[models.a]\narchitecture = "x"\nquant = "Q2_K"\n', "architecture 'x' is not in [architectures]"),
+        ('[models.a]\narchitecture = "x"\n', "needs a 'quant'"),
+        ('[architectures.x]\nfamily = "llama"\n', "missing key(s) n_embd"),
+        ('[architectures.x]\nfamily = "llama"\nn_embd = "big"\n', "n_embd must be a int"),
+        ("[architectures.x]\nwings = 2\n", "unknown key(s) wings"),
+        ('[models.a]\nfile = "a.gguf"\nhf = { repo = "x/y" }\n', "hf must be"),
+        ('default = "b"\n[models.a]\nfile = "a.gguf"\n', "default model 'b' is not an entry"),
+        ("extra = 1\n", "unknown top-level key(s) extra"),
+        ('[models.a]\nfile = "a.gguf"\npypi = { wheel = "x==1" }\n', "pypi needs chunks_module, or wheel and member"),
+        ('[models.a]\nfile = "a.gguf"\nsize_bytes = true\n', "size_bytes must be a int"),
+        ("[models.a\n", "invalid TOML"),
+    ],
+)
 def test_invalid_registry(tmp_path, text, message) -> None:
     with pytest.raises(RegistryError) as info:
         load_registry(_write(tmp_path, text))
@@ -59,8 +62,10 @@ def _chunk_module(tmp_path, monkeypatch, chunks: list[bytes]) -> str:
 
 
 def _registry_with(tmp_path, monkeypatch, sha: str, size: int) -> None:
-    text = (f'[models.fake]\nfile = "fake.gguf"\nsha256 = "{sha}"\nsize_bytes = {size}\n'
-            'pypi = { chunks_module = "fake_chunks_mod" }\n')
+    text = (
+        f'[models.fake]\nfile = "fake.gguf"\nsha256 = "{sha}"\nsize_bytes = {size}\n'
+        'pypi = { chunks_module = "fake_chunks_mod" }\n'
+    )
     monkeypatch.setenv("HARNESS_REGISTRY", str(_write(tmp_path, text)))
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
 

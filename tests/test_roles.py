@@ -21,8 +21,17 @@ from harness.offload.placement import ContextParams, offloaded_layer_bytes, plac
 from harness.offload.solver import Device, Host, evaluate, solve
 from tests.support.writer import write_llama
 
-SMALL = dict(family="llama", n_embd=512, n_layer=6, n_head=8, n_head_kv=2, head_dim=64, n_ff=1024, n_vocab=3000,
-             context_length=4096)
+SMALL = dict(
+    family="llama",
+    n_embd=512,
+    n_layer=6,
+    n_head=8,
+    n_head_kv=2,
+    head_dim=64,
+    n_ff=1024,
+    n_vocab=3000,
+    context_length=4096,
+)
 CP = ContextParams(n_ctx=2048)
 HOST = Host(0, 50e9, 1e12)
 
@@ -42,8 +51,9 @@ def _header(kind: str, **changes: int) -> ModelHeader:
     tied = kind.startswith("tied")
     h = build_header(ArchSpec(name=kind, tied_output=tied, rope_freqs=True, **(SMALL | changes)))
     if kind.endswith("cls"):
-        h = _with_tensors(h, [("cls.weight", (512, 2)), ("cls.output.weight", (2,)),
-                              ("position_embd.weight", (512, 64))])
+        h = _with_tensors(
+            h, [("cls.weight", (512, 2)), ("cls.output.weight", (2,)), ("position_embd.weight", (512, 64))]
+        )
     return h
 
 

@@ -33,12 +33,15 @@ def _run_json(*args: str) -> dict:
 
 @pytest.mark.engine
 @pytest.mark.real_model
-@pytest.mark.parametrize("model,prompt", [
-    # gemma3-270m is a base model: "The capital of France is" continues greedily with " the capital of the
-    # country of France." (llama-cpp-python's own Llama() says the same); this phrasing it answers
-    (GEMMA, "The capital of France is the city of"),
-    (SMOLLM, "The capital of France is"),
-])
+@pytest.mark.parametrize(
+    "model,prompt",
+    [
+        # gemma3-270m is a base model: "The capital of France is" continues greedily with " the capital of the
+        # country of France." (llama-cpp-python's own Llama() says the same); this phrasing it answers
+        (GEMMA, "The capital of France is the city of"),
+        (SMOLLM, "The capital of France is"),
+    ],
+)
 def test_greedy_answer_is_right(model, prompt) -> None:
     out = _run_json(model, prompt, "--max-tokens", "8")
     assert "Paris" in out["text"]
@@ -51,8 +54,13 @@ def test_greedy_answer_is_right(model, prompt) -> None:
 @pytest.mark.real_model
 def test_streaming_delivers_pieces_as_they_come() -> None:
     arrivals: list[tuple[float, str]] = []
-    result = run_prompt(PlanRequest(model=SMOLLM, n_ctx=512), "Once upon a time", 24, Sampling(),
-                        on_piece=lambda p: arrivals.append((time.perf_counter(), p)))
+    result = run_prompt(
+        PlanRequest(model=SMOLLM, n_ctx=512),
+        "Once upon a time",
+        24,
+        Sampling(),
+        on_piece=lambda p: arrivals.append((time.perf_counter(), p)),
+    )
     assert len(arrivals) >= 10
     assert "".join(p for _, p in arrivals) == result.generation.text
     # pieces arrive spread over the generation, not all at the end
@@ -76,14 +84,23 @@ def test_chat_template_from_the_file_and_built_in(smollm_path, gemma_path) -> No
     assert text == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
 
 
-@pytest.mark.parametrize("template", [
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{% set x = messages.append(1) %}",
-    "{{ raise_exception('no system messages') }}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{% set x = messages.append(1) %}",
+        "{{ raise_exception('no system messages') }}",
+    ],
+)
 def test_untrusted_templates_are_sandboxed(template) -> None:
-    data = Model(kvs=[kv("general.architecture", V.STRING, "llama"), kv("llama.block_count", V.UINT32, 2),
-                      kv("tokenizer.chat_template", V.STRING, template)], tensors=base_tensors()).build()
+    data = Model(
+        kvs=[
+            kv("general.architecture", V.STRING, "llama"),
+            kv("llama.block_count", V.UINT32, 2),
+            kv("tokenizer.chat_template", V.STRING, template),
+        ],
+        tensors=base_tensors(),
+    ).build()
     with pytest.raises(ChatTemplateError):
         render(read_header(BytesSource(data, name="evil.gguf")), "Hi")
 
@@ -92,8 +109,9 @@ def test_untrusted_templates_are_sandboxed(template) -> None:
 @pytest.mark.real_model
 def test_bench_records_are_consistent(tmp_path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["bench", SMOLLM, "--reps", "2", "--pp", "64", "--tg", "16", "--json",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["bench", SMOLLM, "--reps", "2", "--pp", "64", "--tg", "16", "--json", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     recs = json.loads(result.stdout)
     assert [(r["n_prompt"], r["n_gen"]) for r in recs] == [(64, 0), (0, 16)]
@@ -126,9 +144,23 @@ def test_rpc_run_reports_actual_device_memory() -> None:
 @pytest.mark.engine
 @pytest.mark.real_model
 def test_interrupt_stops_cleanly_with_a_summary() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", SMOLLM, "Count to a thousand:", "--max-tokens",
-                             "100000", "--ctx", "8192"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            SMOLLM,
+            "Count to a thousand:",
+            "--max-tokens",
+            "100000",
+            "--ctx",
+            "8192",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         first = proc.stdout.read(8)
         assert first
@@ -148,17 +180,23 @@ def test_interrupt_stops_cleanly_with_a_summary() -> None:
 @pytest.mark.engine
 def test_load_failure_shows_llama_cpps_reason(tmp_path) -> None:
     bad = tmp_path / "unknown-arch.gguf"
-    bad.write_bytes(Model(kvs=[kv("general.architecture", V.STRING, "no-such-arch"),
-                               kv("no-such-arch.block_count", V.UINT32, 2)], tensors=base_tensors()).build())
-    r = subprocess.run([sys.executable, "-m", "harness", "run", str(bad), "hi"], capture_output=True, text=True,
-                       timeout=120)
+    bad.write_bytes(
+        Model(
+            kvs=[kv("general.architecture", V.STRING, "no-such-arch"), kv("no-such-arch.block_count", V.UINT32, 2)],
+            tensors=base_tensors(),
+        ).build()
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(bad), "hi"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "unknown model architecture" in r.stderr and "no-such-arch" in r.stderr
 
 
 def test_405b_bench_says_what_it_would_take() -> None:
-    r = subprocess.run([sys.executable, "-m", "harness", "bench", "405b-q4_k_m"], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "405b-q4_k_m"], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 10 and "Traceback" not in r.stderr
     assert "cannot run on this machine" in r.stdout and "partial offload" in r.stdout
     assert "8 x a100-40gb" in r.stdout and "download: 226.37 GiB" in r.stdout

@@ -50,8 +50,20 @@ class Spec:
 
 
 # The file types whose rules differ for Falcon or for 8 experts (with a few more per model below).
-_K_AND_IQ3 = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_M", "IQ3_XS", "IQ3_S", "IQ3_M",
-              "IQ4_NL", "IQ4_XS")
+_K_AND_IQ3 = (
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_M",
+    "IQ3_XS",
+    "IQ3_S",
+    "IQ3_M",
+    "IQ4_NL",
+    "IQ4_XS",
+)
 
 SPECS = (
     # rows of 256 (but ffn_down: 32): the K-quant and IQ rules show undisguised; GQA 1; own output
@@ -60,28 +72,65 @@ SPECS = (
     Spec("llama-320-gqa4-tied-2L", n_embd=320, n_head=8, n_head_kv=2, n_ff=512, tied=True, f32_weights=True),
     # 16 layers (the n/16 rules), GQA 8, tied embeddings of a 256 row; ffn_down rows of 32 keep the
     # model small and still tell the rules apart (Q4_K/Q5_K/Q6_K fall back to Q5_0/Q5_1/Q8_0)
-    Spec("llama-256-gqa8-tied-16L", n_layer=16, n_head=8, n_head_kv=1, n_ff=32, tied=True,
-         skip_with_imatrix=("IQ1_S", "IQ2_XS", "IQ2_S")),
+    Spec(
+        "llama-256-gqa8-tied-16L",
+        n_layer=16,
+        n_head=8,
+        n_head_kv=1,
+        n_ff=32,
+        tied=True,
+        skip_with_imatrix=("IQ1_S", "IQ2_XS", "IQ2_S"),
+    ),
     # rows of 96 (not a K-quant block) and 200 (not even a 32-block: F16); GQA 3
     Spec("llama-96-gqa3-ff200-2L", n_embd=96, n_head=3, n_head_kv=1, n_ff=200),
     # only ffn_down rows (256) hold K-quant blocks, in 8 layers: the n/8 ffn_down rules undisguised,
     # and those of file types whose other tensors need an imatrix (IQ3_XXS) run without one
     Spec("llama-96-gqa3-ff256-8L", n_layer=8, n_embd=96, n_head=3, n_head_kv=1),
     # 8 experts: 3-d expert tensors, the n_expert == 8 rules, MXFP4_MOE
-    Spec("llama-moe8-256-2L", n_expert=8, n_ff=32, ftypes=_K_AND_IQ3 + (
-        "Q8_0", "MXFP4_MOE", "IQ3_XXS", "IQ2_XXS", "IQ2_S", "IQ2_M", "IQ1_S", "Q2_K_S")),
+    Spec(
+        "llama-moe8-256-2L",
+        n_expert=8,
+        n_ff=32,
+        ftypes=_K_AND_IQ3 + ("Q8_0", "MXFP4_MOE", "IQ3_XXS", "IQ2_XXS", "IQ2_S", "IQ2_M", "IQ1_S", "Q2_K_S"),
+    ),
     # fused attn_qkv (follows the attn_v rules), Falcon's own ffn_down/attn_output/output rules
-    Spec("falcon-256-mqa-16L", arch="falcon", n_layer=16, n_head=4, n_head_kv=1, n_ff=32,
-         ftypes=_K_AND_IQ3 + ("Q8_0", "IQ2_XXS")),
+    Spec(
+        "falcon-256-mqa-16L",
+        arch="falcon",
+        n_layer=16,
+        n_head=4,
+        n_head_kv=1,
+        n_ff=32,
+        ftypes=_K_AND_IQ3 + ("Q8_0", "IQ2_XXS"),
+    ),
     # llama with 80 layers and GQA is LLM_TYPE_70B: its attn_v gets Q5_K instead of Q3_K/Q4_K.
     # Every row is 256, so Q1_0 (128-blocks, no fallback) is written here where others refuse it.
-    Spec("llama-70b-attn_v-only-80L", n_layer=80, n_head=4, n_head_kv=2, attn_v_only=True,
-         ftypes=("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M", "IQ3_M", "IQ3_S", "Q1_0")),
+    Spec(
+        "llama-70b-attn_v-only-80L",
+        n_layer=80,
+        n_head=4,
+        n_head_kv=2,
+        attn_v_only=True,
+        ftypes=("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M", "IQ3_M", "IQ3_S", "Q1_0"),
+    ),
 )
 
 # File types whose rules read has_imatrix, or that llama.cpp refuses without one.
-IMATRIX_FTYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S",
-                  "IQ4_NL", "IQ4_XS", "Q4_0", "Q5_0")
+IMATRIX_FTYPES = (
+    "IQ1_S",
+    "IQ1_M",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ2_M",
+    "IQ3_XXS",
+    "IQ3_XS",
+    "Q2_K_S",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q4_0",
+    "Q5_0",
+)
 
 
 def write_model(path: Path, s: Spec) -> None:
@@ -186,8 +235,9 @@ def llama_quantize(src: Path, dst: Path, ftype_name: str, log: list[str], imatri
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_ALL_F32" if ftype_name == "F32"
-                           else f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
+    params.ftype = getattr(
+        llama_cpp, "LLAMA_FTYPE_ALL_F32" if ftype_name == "F32" else f"LLAMA_FTYPE_MOSTLY_{ftype_name}"
+    )
     params.nthread = 2
     keep = []  # the C side reads these buffers during the call
     if imatrix:
@@ -219,7 +269,7 @@ def check_against_llama_cpp(src: Path, dst: Path, ftype_name: str, has_imatrix: 
         predicted = predict(source, ftype_name, has_imatrix)
     except QuantRuleError as exc:
         assert rc != 0, f"we predicted a refusal ({exc}) but llama.cpp wrote {ftype_name}"
-        reason = ("requires an imatrix" if "importance matrix" in str(exc) else "no tensor type fallback")
+        reason = "requires an imatrix" if "importance matrix" in str(exc) else "no tensor type fallback"
         assert reason in text, text[-2000:]
         return
     assert rc == 0, f"llama.cpp failed where we predicted a file:\n{text[-3000:]}"
@@ -228,8 +278,11 @@ def check_against_llama_cpp(src: Path, dst: Path, ftype_name: str, has_imatrix: 
     assert written.file_type == ftype_name
     ours = {t.name: t for t in predicted.tensors}
     assert sorted(ours) == sorted(t.name for t in written.tensors)
-    wrong = [f"{t.name} {t.shape}: llama.cpp {t.type_name}, predicted {ours[t.name].type_name}"
-             for t in written.tensors if t.ggml_type != ours[t.name].ggml_type]
+    wrong = [
+        f"{t.name} {t.shape}: llama.cpp {t.type_name}, predicted {ours[t.name].type_name}"
+        for t in written.tensors
+        if t.ggml_type != ours[t.name].ggml_type
+    ]
     assert not wrong, "\n".join(wrong)
     assert [ours[t.name].n_bytes for t in written.tensors] == [t.n_bytes for t in written.tensors]
     assert predicted.tensor_bytes == written.tensor_bytes
@@ -241,8 +294,12 @@ def check_against_llama_cpp(src: Path, dst: Path, ftype_name: str, has_imatrix: 
 
 
 _CASES = [pytest.param(s.id, f, id=f"{s.id}-{f}") for s in SPECS for f in s.ftypes]
-_IMATRIX_CASES = [pytest.param(s.id, f, id=f"{s.id}-{f}-imatrix") for s in SPECS for f in s.ftypes
-                  if f in IMATRIX_FTYPES and f not in s.skip_with_imatrix]
+_IMATRIX_CASES = [
+    pytest.param(s.id, f, id=f"{s.id}-{f}-imatrix")
+    for s in SPECS
+    for f in s.ftypes
+    if f in IMATRIX_FTYPES and f not in s.skip_with_imatrix
+]
 
 
 @pytest.mark.engine
@@ -292,8 +349,11 @@ def test_gemma3_q4_k_m_is_predicted_from_its_own_header(gemma_path) -> None:
     h = read_header(gemma_path)
     p = predict(h, "Q4_K_M")
     assert len(p.tensors) == 236
-    wrong = [(t.name, t.type_name, type_name(q.ggml_type)) for t, q in zip(h.tensors, p.tensors)
-             if t.ggml_type != q.ggml_type]
+    wrong = [
+        (t.name, t.type_name, type_name(q.ggml_type))
+        for t, q in zip(h.tensors, p.tensors)
+        if t.ggml_type != q.ggml_type
+    ]
     assert not wrong
     assert p.tensor_bytes == h.tensor_bytes == 246587904
     assert p.type_counts == {"Q8_0": 10, "Q5_0": 81, "Q4_K": 27, "Q6_K": 9, "F32": 109}
@@ -317,11 +377,22 @@ def test_smollm2_q4_1_is_predicted_from_its_own_header(smollm_path) -> None:
 
 
 def test_visit_order_is_block_then_name() -> None:
-    names = ["blk.10.attn_v.weight", "output.weight", "blk.2.ffn_down.weight", "blk.2.attn_v.weight",
-             "token_embd.weight", "blk.1.x"]
+    names = [
+        "blk.10.attn_v.weight",
+        "output.weight",
+        "blk.2.ffn_down.weight",
+        "blk.2.attn_v.weight",
+        "token_embd.weight",
+        "blk.1.x",
+    ]
     assert [names[i] for i in visit_order(names)] == [
-        "output.weight", "token_embd.weight", "blk.1.x", "blk.2.attn_v.weight", "blk.2.ffn_down.weight",
-        "blk.10.attn_v.weight"]
+        "output.weight",
+        "token_embd.weight",
+        "blk.1.x",
+        "blk.2.attn_v.weight",
+        "blk.2.ffn_down.weight",
+        "blk.10.attn_v.weight",
+    ]
 
 
 def test_imatrix_is_required_per_tensor_not_per_file_type(sources) -> None:

@@ -93,14 +93,19 @@ def test_handmade_shards_are_valid(tmp_path) -> None:
     assert len(h.tensors) == len(base_tensors()) and h.arch.n_layer == 2
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({1: {"split.count": (V.UINT16, 3)}}, r"x-00002-of-00002\.gguf: split.count is 3 but the first shard says 2"),
-    ({1: {"split.tensors.count": (V.INT32, 99)}}, r"x-00002-of-00002\.gguf: split.tensors.count is 99"),
-    ({0: {"split.tensors.count": (V.INT32, 5)}, 1: {"split.tensors.count": (V.INT32, 5)}},
-     r"split.tensors.count is 5 but the 2 shard\(s\) hold 8 tensors"),
-    ({1: {"split.no": (None, 0)}}, r"x-00002-of-00002\.gguf: shard 2 of 2 lacks the split.\* keys"),
-    ({0: {"split.count": (V.UINT32, 2)}}, r"x-00001-of-00002\.gguf: key 'split.count' .* UINT32, expected UINT16"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({1: {"split.count": (V.UINT16, 3)}}, r"x-00002-of-00002\.gguf: split.count is 3 but the first shard says 2"),
+        ({1: {"split.tensors.count": (V.INT32, 99)}}, r"x-00002-of-00002\.gguf: split.tensors.count is 99"),
+        (
+            {0: {"split.tensors.count": (V.INT32, 5)}, 1: {"split.tensors.count": (V.INT32, 5)}},
+            r"split.tensors.count is 5 but the 2 shard\(s\) hold 8 tensors",
+        ),
+        ({1: {"split.no": (None, 0)}}, r"x-00002-of-00002\.gguf: shard 2 of 2 lacks the split.\* keys"),
+        ({0: {"split.count": (V.UINT32, 2)}}, r"x-00001-of-00002\.gguf: key 'split.count' .* UINT32, expected UINT16"),
+    ],
+)
 def test_inconsistent_split_keys(tmp_path, overrides, message) -> None:
     paths = _write_shards(tmp_path, _two_shard_specs(overrides))
     with pytest.raises(GGUFError, match=message):

@@ -23,14 +23,18 @@ from harness.errors import INTERNAL_ERROR_EXIT_CODE, INTERRUPTED_EXIT_CODE, Cann
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "Header facts of MODEL: exact bytes per tensor, layer and type."),
     "sizes": ("sizes", "Exact size of MODEL at other quant levels, by llama.cpp's own per-tensor rules."),
-    "plan": ("plan", "How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to "
-                     "change."),
+    "plan": (
+        "plan",
+        "How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.",
+    ),
     "run": ("run", "Answer PROMPT with MODEL, loaded with the planned split; tokens stream to stdout."),
     "bench": ("bench", "Benchmark MODEL the way llama-bench does, with the planned split."),
     "compare": ("compare", "Quant levels of MODEL side by side under one budget: size, fit, speed, quality."),
     "hardware": ("hardware", "The hardware profiles plans are made for (hardware.toml), and this host's RAM."),
-    "rpc-server": ("rpc_server", "Serve this host's CPU backend over llama.cpp's RPC protocol (lend its memory to a "
-                                 "planner)."),
+    "rpc-server": (
+        "rpc_server",
+        "Serve this host's CPU backend over llama.cpp's RPC protocol (lend its memory to a planner).",
+    ),
     "models": ("models", "List the registry (models.toml): name, quant, size and local state."),
     "download": ("download", "Fetch registry models into the cache, verifying size and sha256."),
 }
@@ -52,8 +56,10 @@ class HarnessGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # click.Group's own listing, from the stored summaries (click shortens them as it would the docstrings)
         limit = formatter.width - 6 - max(map(len, COMMANDS))
-        rows = [(name, click.Command(name, help=summary).get_short_help_str(limit))
-                for name, (_, summary) in sorted(COMMANDS.items())]
+        rows = [
+            (name, click.Command(name, help=summary).get_short_help_str(limit))
+            for name, (_, summary) in sorted(COMMANDS.items())
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -79,8 +85,7 @@ class HarnessGroup(click.Group):
         except Exception as exc:  # a bug of ours: one line unless debugging
             if settings.debug():
                 traceback.print_exc()
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows the traceback)",
-                       err=True)
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows the traceback)", err=True)
             ctx.exit(INTERNAL_ERROR_EXIT_CODE)
 
 

@@ -21,9 +21,22 @@ from harness.text import human_bytes, table
 @plan_options
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write results.json/.md here.")
 @click.option("--json", "json_", is_flag=True, help="Print llama-bench-style JSON records instead of a table.")
-def bench(model: str, reps: int, n_prompt: int, n_gen: int, n_ctx: int | None, gpu: str | None, budget: int | None,
-          rpcs: tuple[str, ...], n_gpu_layers: int | None, kv_type: str, threads: int | None, force: bool,
-          out_dir: str | None, json_: bool) -> None:
+def bench(
+    model: str,
+    reps: int,
+    n_prompt: int,
+    n_gen: int,
+    n_ctx: int | None,
+    gpu: str | None,
+    budget: int | None,
+    rpcs: tuple[str, ...],
+    n_gpu_layers: int | None,
+    kv_type: str,
+    threads: int | None,
+    force: bool,
+    out_dir: str | None,
+    json_: bool,
+) -> None:
     """Benchmark MODEL the way llama-bench does, with the planned split.
 
     Prints a markdown table (progress on stderr): pp and tg tokens/s (mean ± stddev over --reps after
@@ -32,8 +45,15 @@ def bench(model: str, reps: int, n_prompt: int, n_gen: int, n_ctx: int | None, g
     bandwidth bound. A model that cannot run here (a registry entry known by architecture only, or a
     plan that does not fit) prints what it would take and exits with status 10.
     """
-    req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, rpc=rpcs, n_ctx=n_ctx or max(512, n_prompt + n_gen),
-                      kv_type=kv_type, n_gpu_layers=n_gpu_layers)
+    req = PlanRequest(
+        model=model,
+        gpu=gpu,
+        budget_bytes=budget,
+        rpc=rpcs,
+        n_ctx=n_ctx or max(512, n_prompt + n_gen),
+        kv_type=kv_type,
+        n_gpu_layers=n_gpu_layers,
+    )
     result = bench_model(req, reps, n_prompt, n_gen, threads, force, lambda m: click.echo(m, err=True))
     recs = records(result)
     md = markdown(result, recs)
@@ -46,24 +66,59 @@ def bench(model: str, reps: int, n_prompt: int, n_gen: int, n_ctx: int | None, g
 def markdown(result: BenchResult, recs: list[dict]) -> str:
     """The table bench prints (and writes to results.md): tokens/s per test, then load, bound and memory."""
     r0 = recs[0]
-    rows = [[result.model, human_bytes(r0["model_size"]), f"{r0['model_n_params'] / 1e6:.0f} M",
-             r0["n_gpu_layers"], r0["n_threads"], t.test, f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
-             f"{t.baseline_avg_ts:.2f}", f"{100 * t.overhead_ratio:.1f}%"] for t in result.tests]
-    lines = [table(["model", "size", "params", "ngl", "threads", "test", "t/s", "bare loop t/s",
-                    "harness/bare (paired median)"],
-                   rows, right=[False, True, True, True, True, False, True, True, True])]
+    rows = [
+        [
+            result.model,
+            human_bytes(r0["model_size"]),
+            f"{r0['model_n_params'] / 1e6:.0f} M",
+            r0["n_gpu_layers"],
+            r0["n_threads"],
+            t.test,
+            f"{t.avg_ts:.2f} ± {t.stddev_ts:.2f}",
+            f"{t.baseline_avg_ts:.2f}",
+            f"{100 * t.overhead_ratio:.1f}%",
+        ]
+        for t in result.tests
+    ]
+    lines = [
+        table(
+            [
+                "model",
+                "size",
+                "params",
+                "ngl",
+                "threads",
+                "test",
+                "t/s",
+                "bare loop t/s",
+                "harness/bare (paired median)",
+            ],
+            rows,
+            right=[False, True, True, True, True, False, True, True, True],
+        )
+    ]
     lines.append("")
-    lines.append(f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
-                 f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers")
+    lines.append(
+        f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
+        f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers"
+    )
     tg = next((r for r in recs if r["n_gen"]), None)
     if tg:
         bound = tg["bound_tg_tokens_per_s"]
-        lines.append(f"generation: predicted {tg['predicted_tg_tokens_per_s']:.1f} t/s, measured {tg['avg_ts']:.1f} t/s"
-                     + (f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
-                        f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sums over 256 MiB on every core), "
-                        f"measured = {100 * tg['bound_fraction']:.0f}% of it" if bound else ""))
-    mem = [[name, human_bytes(pred), human_bytes(result.report.actual_bytes(name))]
-           for name, pred in r0["memory_predicted"].items()]
+        lines.append(
+            f"generation: predicted {tg['predicted_tg_tokens_per_s']:.1f} t/s, measured {tg['avg_ts']:.1f} t/s"
+            + (
+                f"; bandwidth bound {bound:.1f} t/s ({human_bytes(tg['bytes_per_token'])} read per token at "
+                f"{tg['host_read_bytes_per_s'] / 1e9:.1f} GB/s, numpy sums over 256 MiB on every core), "
+                f"measured = {100 * tg['bound_fraction']:.0f}% of it"
+                if bound
+                else ""
+            )
+        )
+    mem = [
+        [name, human_bytes(pred), human_bytes(result.report.actual_bytes(name))]
+        for name, pred in r0["memory_predicted"].items()
+    ]
     lines.append("")
     lines.append(table(["memory", "predicted", "llama.cpp"], mem, right=[False, True, True]))
     return "\n".join(lines)

@@ -20,15 +20,31 @@ from harness.text import human_bytes, table
 @click.option("--gpu", default=None, metavar="PROFILE", help="Target GPU profile (default a100-40gb).")
 @click.option("--budget", type=SIZE, default=None, metavar="SIZE", help="A bare budget instead of a profile.")
 @click.option("--ctx", "n_ctx", default=4096, show_default=True, help="Context length for the plans.")
-@click.option("--text", "text_file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Text for perplexity/KLD (default: CPython's pydoc topics, real prose on every machine).")
+@click.option(
+    "--text",
+    "text_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Text for perplexity/KLD (default: CPython's pydoc topics, real prose on every machine).",
+)
 @click.option("--chunks", default=8, show_default=True, help="512-token chunks of the text to score.")
 @click.option("--reps", default=3, show_default=True, help="Bench repetitions per variant.")
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--plot", "plot_file", default=None, type=click.Path(dir_okay=False), help="Write a PNG chart.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of a table.")
-def compare(model: str, quants: str, gpu: str | None, budget: int | None, n_ctx: int, text_file: str | None,
-            chunks: int, reps: int, remote: bool, plot_file: str | None, json_: bool) -> None:
+def compare(
+    model: str,
+    quants: str,
+    gpu: str | None,
+    budget: int | None,
+    n_ctx: int,
+    text_file: str | None,
+    chunks: int,
+    reps: int,
+    remote: bool,
+    plot_file: str | None,
+    json_: bool,
+) -> None:
     """Quant levels of MODEL side by side under one budget: size, fit, speed, quality.
 
     A model file here: missing variants are built with llama.cpp's quantizer (cached), benchmarked
@@ -43,8 +59,14 @@ def compare(model: str, quants: str, gpu: str | None, budget: int | None, n_ctx:
     """
     req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, n_ctx=n_ctx, remote=remote)
     text = Path(text_file).read_text(encoding="utf-8", errors="replace") if text_file else None
-    c = compare_quants(req, [q.strip().upper() for q in quants.split(",") if q.strip()], text, reps, chunks,
-                       lambda m: click.echo(m, err=True))
+    c = compare_quants(
+        req,
+        [q.strip().upper() for q in quants.split(",") if q.strip()],
+        text,
+        reps,
+        chunks,
+        lambda m: click.echo(m, err=True),
+    )
     if plot_file:
         plot(c, Path(plot_file))
         click.echo(f"chart written to {plot_file}", err=True)
@@ -60,15 +82,47 @@ def render(c: Comparison) -> str:
     def f(v, fmt):
         return "—" if v is None else format(v, fmt)
 
-    rows = [[r.quant, human_bytes(r.tensor_bytes), f"{r.bits_per_weight:.2f}", r.n_fallback,
-             f"{r.n_gpu_layers}/{r.n_layers_total}", "yes" if r.fits_fully else "no",
-             "—" if r.gpus_to_fit is None else f"{r.gpus_to_fit} ({r.predicted_tg_at_fit_tokens_per_s:.1f} t/s)",
-             f"{r.predicted_tg_tokens_per_s:.2f}", f(r.pp_tokens_per_s, ".1f"), f(r.tg_tokens_per_s, ".1f"),
-             f(r.perplexity, ".3f"), f(r.kld, ".4f"), f(r.top1_agreement, ".3f")] for r in c.rows]
-    lines = [table(["quant", "size", "bpw", "fallbacks", "layers on 1 GPU", "fits", "GPUs to fit (tg)", "pred. tg t/s",
-                    "pp t/s here", "tg t/s here", "PPL", "KLD", "top-1"], rows,
-                   right=[False] + [True] * 12)]
-    lines += [f"{r.quant}: {r.note}" for r in c.rows
-              if r.note and not r.note.startswith(("reference", "built", "predicted"))]
+    rows = [
+        [
+            r.quant,
+            human_bytes(r.tensor_bytes),
+            f"{r.bits_per_weight:.2f}",
+            r.n_fallback,
+            f"{r.n_gpu_layers}/{r.n_layers_total}",
+            "yes" if r.fits_fully else "no",
+            "—" if r.gpus_to_fit is None else f"{r.gpus_to_fit} ({r.predicted_tg_at_fit_tokens_per_s:.1f} t/s)",
+            f"{r.predicted_tg_tokens_per_s:.2f}",
+            f(r.pp_tokens_per_s, ".1f"),
+            f(r.tg_tokens_per_s, ".1f"),
+            f(r.perplexity, ".3f"),
+            f(r.kld, ".4f"),
+            f(r.top1_agreement, ".3f"),
+        ]
+        for r in c.rows
+    ]
+    lines = [
+        table(
+            [
+                "quant",
+                "size",
+                "bpw",
+                "fallbacks",
+                "layers on 1 GPU",
+                "fits",
+                "GPUs to fit (tg)",
+                "pred. tg t/s",
+                "pp t/s here",
+                "tg t/s here",
+                "PPL",
+                "KLD",
+                "top-1",
+            ],
+            rows,
+            right=[False] + [True] * 12,
+        )
+    ]
+    lines += [
+        f"{r.quant}: {r.note}" for r in c.rows if r.note and not r.note.startswith(("reference", "built", "predicted"))
+    ]
     lines += [f"note: {n}" for n in c.notes]
     return "\n".join(lines)

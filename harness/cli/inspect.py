@@ -50,44 +50,66 @@ def summary(h: ModelHeader, with_tensors: bool = False) -> dict[str, Any]:
         out["path"] = h.paths[0]
     else:
         out["paths"] = list(h.paths)
-    out.update({
-        "architecture": a.name,
-        "name": h.name,
-        "file_type": h.file_type,
-        "gguf_version": h.version,
-        "n_tensors": len(h.tensors),
-        "n_params": h.n_params,
-        "tensor_bytes": h.tensor_bytes,
-        "data_offset": h.data_offset,
-        "file_bytes": h.file_bytes,
-        "bits_per_weight": round(h.bits_per_weight, 4),
-        "n_layer": a.n_layer,
-        "context_length": a.context_length,
-        "n_embd": a.n_embd,
-        "n_ff": _per_layer(a.n_ff),
-        "n_head": _per_layer(a.n_head),
-        "n_head_kv": _per_layer(a.n_head_kv),
-        "key_length": a.key_length,
-        "value_length": a.value_length,
-        "sliding_window": a.sliding_window,
-        "sliding_window_pattern": (list(a.sliding_window_pattern)
-                                   if isinstance(a.sliding_window_pattern, tuple) else a.sliding_window_pattern),
-        "n_expert": a.n_expert,
-        "n_expert_used": a.n_expert_used,
-        "n_vocab": a.n_vocab,
-        "types": {t.type_name: {"count": t.n_tensors, "bytes": t.n_bytes} for t in h.type_totals()},
-        "layers": [{"index": lt.index, "bytes": lt.n_bytes, "n_tensors": lt.n_tensors} for lt in h.layer_totals()],
-        "non_layer": [{"name": t.name, "type": t.type_name, "bytes": t.n_bytes} for t in h.non_layer_tensors()],
-        "truncated": h.truncated,
-        "shards": [{"path": s.name, "file_bytes": s.file_bytes, "data_offset": s.data_offset,
-                    "alignment": s.alignment, "n_tensors": len(s.tensors),
-                    "tensor_bytes": sum(t.n_bytes for t in s.tensors), "truncated": s.truncated}
-                   for s in h.shards],
-        "warnings": list(h.warnings),
-    })
+    out.update(
+        {
+            "architecture": a.name,
+            "name": h.name,
+            "file_type": h.file_type,
+            "gguf_version": h.version,
+            "n_tensors": len(h.tensors),
+            "n_params": h.n_params,
+            "tensor_bytes": h.tensor_bytes,
+            "data_offset": h.data_offset,
+            "file_bytes": h.file_bytes,
+            "bits_per_weight": round(h.bits_per_weight, 4),
+            "n_layer": a.n_layer,
+            "context_length": a.context_length,
+            "n_embd": a.n_embd,
+            "n_ff": _per_layer(a.n_ff),
+            "n_head": _per_layer(a.n_head),
+            "n_head_kv": _per_layer(a.n_head_kv),
+            "key_length": a.key_length,
+            "value_length": a.value_length,
+            "sliding_window": a.sliding_window,
+            "sliding_window_pattern": (
+                list(a.sliding_window_pattern)
+                if isinstance(a.sliding_window_pattern, tuple)
+                else a.sliding_window_pattern
+            ),
+            "n_expert": a.n_expert,
+            "n_expert_used": a.n_expert_used,
+            "n_vocab": a.n_vocab,
+            "types": {t.type_name: {"count": t.n_tensors, "bytes": t.n_bytes} for t in h.type_totals()},
+            "layers": [{"index": lt.index, "bytes": lt.n_bytes, "n_tensors": lt.n_tensors} for lt in h.layer_totals()],
+            "non_layer": [{"name": t.name, "type": t.type_name, "bytes": t.n_bytes} for t in h.non_layer_tensors()],
+            "truncated": h.truncated,
+            "shards": [
+                {
+                    "path": s.name,
+                    "file_bytes": s.file_bytes,
+                    "data_offset": s.data_offset,
+                    "alignment": s.alignment,
+                    "n_tensors": len(s.tensors),
+                    "tensor_bytes": sum(t.n_bytes for t in s.tensors),
+                    "truncated": s.truncated,
+                }
+                for s in h.shards
+            ],
+            "warnings": list(h.warnings),
+        }
+    )
     if with_tensors:
-        out["tensors"] = [{"name": t.name, "shape": list(t.shape), "type": t.type_name, "offset": t.offset_bytes,
-                           "bytes": t.n_bytes, "shard": t.shard} for t in h.tensors]
+        out["tensors"] = [
+            {
+                "name": t.name,
+                "shape": list(t.shape),
+                "type": t.type_name,
+                "offset": t.offset_bytes,
+                "bytes": t.n_bytes,
+                "shard": t.shard,
+            }
+            for t in h.tensors
+        ]
     return out
 
 
@@ -95,8 +117,12 @@ def _runs(layers: list[LayerTotal]) -> list[list[LayerTotal]]:
     """Consecutive layers of identical size, grouped: the per-layer summary stays short for 126 blocks."""
     runs: list[list[LayerTotal]] = []
     for lt in layers:
-        if runs and runs[-1][-1].n_bytes == lt.n_bytes and runs[-1][-1].n_tensors == lt.n_tensors \
-                and runs[-1][-1].index + 1 == lt.index:
+        if (
+            runs
+            and runs[-1][-1].n_bytes == lt.n_bytes
+            and runs[-1][-1].n_tensors == lt.n_tensors
+            and runs[-1][-1].index + 1 == lt.index
+        ):
             runs[-1].append(lt)
         else:
             runs.append([lt])
@@ -126,30 +152,68 @@ def render(h: ModelHeader, with_tensors: bool = False) -> str:
         lines.append(f"experts        {a.n_expert} ({a.n_expert_used} used per token)")
     lines.append(f"vocabulary     {a.n_vocab}")
     lines.append("")
-    lines.append(table(["type", "tensors", "bytes", "size", "share"],
-                       [[t.type_name, t.n_tensors, f"{t.n_bytes:,}", human_bytes(t.n_bytes),
-                         f"{100 * t.n_bytes / max(h.tensor_bytes, 1):.1f}%"] for t in h.type_totals()],
-                       right=[False, True, True, True, True]))
+    lines.append(
+        table(
+            ["type", "tensors", "bytes", "size", "share"],
+            [
+                [
+                    t.type_name,
+                    t.n_tensors,
+                    f"{t.n_bytes:,}",
+                    human_bytes(t.n_bytes),
+                    f"{100 * t.n_bytes / max(h.tensor_bytes, 1):.1f}%",
+                ]
+                for t in h.type_totals()
+            ],
+            right=[False, True, True, True, True],
+        )
+    )
     layers = h.layer_totals()
     if layers:
         lines.append("")
-        lines.append(table(["layers", "tensors", "bytes each", "size each"],
-                           [[f"blk.{r[0].index}" + (f"-{r[-1].index}" if len(r) > 1 else ""), r[0].n_tensors,
-                             f"{r[0].n_bytes:,}", human_bytes(r[0].n_bytes)] for r in _runs(layers)],
-                           right=[False, True, True, True]))
+        lines.append(
+            table(
+                ["layers", "tensors", "bytes each", "size each"],
+                [
+                    [
+                        f"blk.{r[0].index}" + (f"-{r[-1].index}" if len(r) > 1 else ""),
+                        r[0].n_tensors,
+                        f"{r[0].n_bytes:,}",
+                        human_bytes(r[0].n_bytes),
+                    ]
+                    for r in _runs(layers)
+                ],
+                right=[False, True, True, True],
+            )
+        )
         rest = h.non_layer_tensors()
-        lines.append("outside the blocks: " + ", ".join(f"{t.name} {t.type_name} {human_bytes(t.n_bytes)}"
-                                                         for t in rest))
+        lines.append(
+            "outside the blocks: " + ", ".join(f"{t.name} {t.type_name} {human_bytes(t.n_bytes)}" for t in rest)
+        )
     if len(h.shards) > 1:
         lines.append("")
-        lines.append(table(["shard", "tensors", "tensor bytes", "file bytes"],
-                           [[os.path.basename(sh["path"]), sh["n_tensors"], f"{sh['tensor_bytes']:,}",
-                             f"{sh['file_bytes']:,}"] for sh in s["shards"]], right=[False, True, True, True]))
+        lines.append(
+            table(
+                ["shard", "tensors", "tensor bytes", "file bytes"],
+                [
+                    [os.path.basename(sh["path"]), sh["n_tensors"], f"{sh['tensor_bytes']:,}", f"{sh['file_bytes']:,}"]
+                    for sh in s["shards"]
+                ],
+                right=[False, True, True, True],
+            )
+        )
     if with_tensors:
         lines.append("")
-        lines.append(table(["tensor", "shape", "type", "offset", "bytes"],
-                           [[t.name, "x".join(map(str, t.shape)), t.type_name, f"{t.offset_bytes:,}",
-                             f"{t.n_bytes:,}"] for t in h.tensors], right=[False, False, False, True, True]))
+        lines.append(
+            table(
+                ["tensor", "shape", "type", "offset", "bytes"],
+                [
+                    [t.name, "x".join(map(str, t.shape)), t.type_name, f"{t.offset_bytes:,}", f"{t.n_bytes:,}"]
+                    for t in h.tensors
+                ],
+                right=[False, False, False, True, True],
+            )
+        )
     for w in h.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -22,18 +22,38 @@ def models(json_: bool) -> None:
             return architecture_header(reg, e).tensor_bytes
         return e.size_bytes
 
-    rows = [{"name": e.name, "quant": e.quant, "size_bytes": size_of(e),
-             "source": "pypi" if e.pypi else ("hf" if e.hf else "none"),
-             "state": _state_of(e),
-             "path": str(e.local_path()), "default": e.name == reg.default, "description": e.description}
-            for e in reg.entries.values()]
+    rows = [
+        {
+            "name": e.name,
+            "quant": e.quant,
+            "size_bytes": size_of(e),
+            "source": "pypi" if e.pypi else ("hf" if e.hf else "none"),
+            "state": _state_of(e),
+            "path": str(e.local_path()),
+            "default": e.name == reg.default,
+            "description": e.description,
+        }
+        for e in reg.entries.values()
+    ]
     if json_:
         echo_json(rows)
         return
-    click.echo(table(["name", "quant", "size", "source", "state", "description"],
-                     [[r["name"] + (" (default)" if r["default"] else ""), r["quant"] or "",
-                       human_bytes(r["size_bytes"]) if r["size_bytes"] else "?", r["source"], r["state"],
-                       r["description"]] for r in rows]))
+    click.echo(
+        table(
+            ["name", "quant", "size", "source", "state", "description"],
+            [
+                [
+                    r["name"] + (" (default)" if r["default"] else ""),
+                    r["quant"] or "",
+                    human_bytes(r["size_bytes"]) if r["size_bytes"] else "?",
+                    r["source"],
+                    r["state"],
+                    r["description"],
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 def _state_of(entry) -> str:

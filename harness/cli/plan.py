@@ -14,10 +14,12 @@ from harness.text import render_plan
 
 @click.command()
 @click.argument("model")
-@click.option("--gpu", "gpu", default=None, metavar="PROFILE",
-              help="GPU profile (default a100-40gb; see hardware.toml).")
-@click.option("--budget", type=SIZE, default=None, metavar="SIZE",
-              help="A bare memory budget per GPU instead of a profile.")
+@click.option(
+    "--gpu", "gpu", default=None, metavar="PROFILE", help="GPU profile (default a100-40gb; see hardware.toml)."
+)
+@click.option(
+    "--budget", type=SIZE, default=None, metavar="SIZE", help="A bare memory budget per GPU instead of a profile."
+)
 @click.option("--gpus", default=1, show_default=True, help="How many GPUs of that kind.")
 @click.option("--rpc", "rpcs", multiple=True, metavar="HOST:PORT=SIZE", help="A llama.cpp RPC host as a device.")
 @click.option("--ctx", "n_ctx", default=4096, show_default=True, help="Context length (tokens).")
@@ -25,18 +27,40 @@ from harness.text import render_plan
 @click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Micro-batch size.")
 @click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention (larger compute buffers).")
 @click.option("--host-ram", type=SIZE, default=None, metavar="SIZE", help="Host RAM (default: this machine's).")
-@click.option("--host", "host_profile", default="ddr5-2ch", show_default=True,
-              help="Host memory profile for speed; 'this' measures this machine now.")
-@click.option("--reserve", type=SIZE, default=None, metavar="SIZE",
-              help="Runtime reserve per GPU (default: the profile's).")
+@click.option(
+    "--host",
+    "host_profile",
+    default="ddr5-2ch",
+    show_default=True,
+    help="Host memory profile for speed; 'this' measures this machine now.",
+)
+@click.option(
+    "--reserve", type=SIZE, default=None, metavar="SIZE", help="Runtime reserve per GPU (default: the profile's)."
+)
 @click.option("--margin", default=0.02, show_default=True, help="Safety margin, a fraction of each budget.")
 @click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Evaluate this value instead of solving.")
 @click.option("--verify", is_flag=True, help="Load it with llama.cpp on the planned RPC devices and compare.")
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
-def plan(model: str, gpu: str | None, budget: int | None, gpus: int, rpcs: tuple[str, ...], n_ctx: int, kv_type: str,
-         n_ubatch: int, no_flash_attn: bool, host_ram: int | None, host_profile: str, reserve: int | None,
-         margin: float, n_gpu_layers: int | None, verify: bool, remote: bool, json_: bool) -> None:
+def plan(
+    model: str,
+    gpu: str | None,
+    budget: int | None,
+    gpus: int,
+    rpcs: tuple[str, ...],
+    n_ctx: int,
+    kv_type: str,
+    n_ubatch: int,
+    no_flash_attn: bool,
+    host_ram: int | None,
+    host_profile: str,
+    reserve: int | None,
+    margin: float,
+    n_gpu_layers: int | None,
+    verify: bool,
+    remote: bool,
+    json_: bool,
+) -> None:
     """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
 
     \b
@@ -45,10 +69,24 @@ def plan(model: str, gpu: str | None, budget: int | None, gpus: int, rpcs: tuple
       harness plan 70b-q4_k_m --gpu rtx-4090 --gpus 2
       harness plan smollm2-135m-q4_1 --rpc 127.0.0.1:50052=60MiB --verify
     """
-    req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, gpus=gpus, rpc=tuple(rpcs), n_ctx=n_ctx,
-                      kv_type=kv_type, n_ubatch=n_ubatch, flash_attn=not no_flash_attn, host_ram_bytes=host_ram,
-                      host_profile=host_profile, reserve_bytes=reserve, margin_fraction=margin,
-                      n_gpu_layers=n_gpu_layers, verify=verify, remote=remote)
+    req = PlanRequest(
+        model=model,
+        gpu=gpu,
+        budget_bytes=budget,
+        gpus=gpus,
+        rpc=tuple(rpcs),
+        n_ctx=n_ctx,
+        kv_type=kv_type,
+        n_ubatch=n_ubatch,
+        flash_attn=not no_flash_attn,
+        host_ram_bytes=host_ram,
+        host_profile=host_profile,
+        reserve_bytes=reserve,
+        margin_fraction=margin,
+        n_gpu_layers=n_gpu_layers,
+        verify=verify,
+        remote=remote,
+    )
     result = make_plan(req)
     if json_:
         echo_json(plan_json(result))
@@ -61,29 +99,61 @@ def plan_json(r: PlanResult) -> dict[str, Any]:
     p = r.plan
 
     def dev(d) -> dict[str, Any]:
-        out = {"name": d.name, "budget_bytes": d.budget_bytes, "weights_bytes": d.weights_bytes, "kv_bytes": d.kv_bytes,
-               "compute_bytes": d.compute_bytes, "reserve_bytes": d.reserve_bytes, "margin_bytes": d.margin_bytes,
-               "total_bytes": d.total_bytes, "headroom_bytes": d.headroom_bytes, "n_layers": d.n_layers,
-               "holds_output": d.holds_output}
+        out = {
+            "name": d.name,
+            "budget_bytes": d.budget_bytes,
+            "weights_bytes": d.weights_bytes,
+            "kv_bytes": d.kv_bytes,
+            "compute_bytes": d.compute_bytes,
+            "reserve_bytes": d.reserve_bytes,
+            "margin_bytes": d.margin_bytes,
+            "total_bytes": d.total_bytes,
+            "headroom_bytes": d.headroom_bytes,
+            "n_layers": d.n_layers,
+            "holds_output": d.holds_output,
+        }
         if d.name in r.actual:
             a = r.actual[d.name]
-            out["actual"] = {"weights_bytes": a.weights_bytes, "kv_bytes": a.kv_bytes,
-                             "compute_bytes": a.compute_bytes, "total_bytes": a.total_bytes}
+            out["actual"] = {
+                "weights_bytes": a.weights_bytes,
+                "kv_bytes": a.kv_bytes,
+                "compute_bytes": a.compute_bytes,
+                "total_bytes": a.total_bytes,
+            }
         return out
 
-    host = {"weights_bytes": p.host.weights_bytes, "kv_bytes": p.host.kv_bytes, "compute_bytes": p.host.compute_bytes,
-            "output_bytes": p.host.output_bytes, "total_bytes": p.host.total_bytes, "ram_bytes": p.host.ram_bytes}
+    host = {
+        "weights_bytes": p.host.weights_bytes,
+        "kv_bytes": p.host.kv_bytes,
+        "compute_bytes": p.host.compute_bytes,
+        "output_bytes": p.host.output_bytes,
+        "total_bytes": p.host.total_bytes,
+        "ram_bytes": p.host.ram_bytes,
+    }
     if "host" in r.actual:
         a = r.actual["host"]
-        host["actual"] = {"weights_bytes": a.weights_bytes, "kv_bytes": a.kv_bytes, "compute_bytes": a.compute_bytes,
-                          "total_bytes": a.total_bytes}
+        host["actual"] = {
+            "weights_bytes": a.weights_bytes,
+            "kv_bytes": a.kv_bytes,
+            "compute_bytes": a.compute_bytes,
+            "total_bytes": a.total_bytes,
+        }
     return {
-        "model": r.model, "verdict": p.verdict, "n_gpu_layers": p.n_gpu_layers, "n_layers_total": p.n_layers_total,
-        "fits_fully": p.fits_fully, "tensor_split": list(p.tensor_split), "n_ctx": p.context.n_ctx,
-        "kv_type": p.context.type_k, "flash_attn": p.context.flash_attn, "n_ubatch": p.context.n_ubatch,
-        "devices": [dev(d) for d in p.devices], "host": host,
+        "model": r.model,
+        "verdict": p.verdict,
+        "n_gpu_layers": p.n_gpu_layers,
+        "n_layers_total": p.n_layers_total,
+        "fits_fully": p.fits_fully,
+        "tensor_split": list(p.tensor_split),
+        "n_ctx": p.context.n_ctx,
+        "kv_type": p.context.type_k,
+        "flash_attn": p.context.flash_attn,
+        "n_ubatch": p.context.n_ubatch,
+        "devices": [dev(d) for d in p.devices],
+        "host": host,
         "predicted_tg_tokens_per_s": round(p.predicted_tg_tokens_per_s, 3),
         "predicted_pp_tokens_per_s": round(p.predicted_pp_tokens_per_s, 3),
-        "suggestions": list(r.suggestions), "notes": list(r.notes),
+        "suggestions": list(r.suggestions),
+        "notes": list(r.notes),
         "n_layers_offloaded_actual": r.n_layers_offloaded_actual,
     }

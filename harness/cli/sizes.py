@@ -14,10 +14,18 @@ from harness.text import gib, table
 
 @click.command()
 @click.argument("model")
-@click.option("--quant", "quants", default="", metavar="Q4_K_M,Q2_K,...|all",
-              help="Quant levels to size (default: a common set from Q8_0 to IQ1_S).")
-@click.option("--imatrix/--no-imatrix", default=None,
-              help="Assume an importance matrix (default: only where llama.cpp requires one).")
+@click.option(
+    "--quant",
+    "quants",
+    default="",
+    metavar="Q4_K_M,Q2_K,...|all",
+    help="Quant levels to size (default: a common set from Q8_0 to IQ1_S).",
+)
+@click.option(
+    "--imatrix/--no-imatrix",
+    default=None,
+    help="Assume an importance matrix (default: only where llama.cpp requires one).",
+)
 @click.option("--budget", type=SIZE, metavar="SIZE", help="Mark which quants' tensors fit, e.g. 40GiB, 80GB.")
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of a table.")
@@ -52,17 +60,33 @@ def sizes(model: str, quants: str, imatrix: bool | None, budget: Size | None, re
         if actual.prediction is not None and not resolved.virtual:
             differ = [p.name for p, t in zip(actual.prediction.tensors, header.tensors) if p.ggml_type != t.ggml_type]
             if differ:
-                warnings.append(f"{len(differ)} tensors are not the types llama.cpp's {current} rules give "
-                                f"(e.g. {differ[0]}): made by another llama.cpp version or a custom recipe")
+                warnings.append(
+                    f"{len(differ)} tensors are not the types llama.cpp's {current} rules give "
+                    f"(e.g. {differ[0]}): made by another llama.cpp version or a custom recipe"
+                )
     if json_:
-        echo_json({"model": model, "current_quant": current, "budget_bytes": budget_bytes, "quants": [
-            {"quant": r.quant, "tensor_bytes": r.prediction.tensor_bytes if r.prediction else None,
-             "bits_per_weight": round(r.prediction.bits_per_weight, 4) if r.prediction else None,
-             "types": r.prediction.type_counts if r.prediction else None,
-             "n_fallback": r.prediction.n_fallback if r.prediction else None,
-             "imatrix": r.prediction.has_imatrix if r.prediction else None,
-             "current": r.is_current, "fits_budget": r.fits_budget, "refused": r.refused} for r in rows],
-            "warnings": warnings})
+        echo_json(
+            {
+                "model": model,
+                "current_quant": current,
+                "budget_bytes": budget_bytes,
+                "quants": [
+                    {
+                        "quant": r.quant,
+                        "tensor_bytes": r.prediction.tensor_bytes if r.prediction else None,
+                        "bits_per_weight": round(r.prediction.bits_per_weight, 4) if r.prediction else None,
+                        "types": r.prediction.type_counts if r.prediction else None,
+                        "n_fallback": r.prediction.n_fallback if r.prediction else None,
+                        "imatrix": r.prediction.has_imatrix if r.prediction else None,
+                        "current": r.is_current,
+                        "fits_budget": r.fits_budget,
+                        "refused": r.refused,
+                    }
+                    for r in rows
+                ],
+                "warnings": warnings,
+            }
+        )
         return
     with_budget = budget is not None
     out = []
@@ -73,14 +97,27 @@ def sizes(model: str, quants: str, imatrix: bool | None, budget: Size | None, re
             continue
         p = r.prediction
         types = " ".join(f"{k}:{v}" for k, v in p.type_counts.items())
-        row = [mark + (" (imatrix)" if p.has_imatrix else ""), f"{p.tensor_bytes:,}", gib(p.tensor_bytes),
-               f"{p.bits_per_weight:.3f}", types, p.n_fallback]
+        row = [
+            mark + (" (imatrix)" if p.has_imatrix else ""),
+            f"{p.tensor_bytes:,}",
+            gib(p.tensor_bytes),
+            f"{p.bits_per_weight:.3f}",
+            types,
+            p.n_fallback,
+        ]
         out.append(row + (["yes" if r.fits_budget else "no"] if with_budget else []))
     headers = ["quant", "tensor bytes", "size", "bits/weight", "tensors per type", "fallbacks"]
-    click.echo(f"{model}: {header.arch.name}, {header.n_params:,} parameters, {len(header.tensors)} tensors"
-               + (" (built from its architecture)" if resolved.virtual else ""))
-    click.echo(table(headers + ([f"fits {budget.text}"] if with_budget else []), out,
-                     right=[False, True, True, True, False, True] + ([False] if with_budget else [])))
+    click.echo(
+        f"{model}: {header.arch.name}, {header.n_params:,} parameters, {len(header.tensors)} tensors"
+        + (" (built from its architecture)" if resolved.virtual else "")
+    )
+    click.echo(
+        table(
+            headers + ([f"fits {budget.text}"] if with_budget else []),
+            out,
+            right=[False, True, True, True, False, True] + ([False] if with_budget else []),
+        )
+    )
     click.echo("* the model's current quant; tensor bytes exclude the GGUF header (a few MiB)")
     for w in warnings:
         click.echo(f"warning: {w}", err=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.gguf.format import GGMLQuantizationType as T, GGUFValueType as V, Keys
-
-from harness.gguf import ggml_types
 from harness.errors import RegistryError
+from harness.gguf import ggml_types
+from harness.gguf.format import GGMLQuantizationType as T
+from harness.gguf.format import GGUFValueType as V
+from harness.gguf.format import Keys
 from harness.gguf.header import ModelHeader, model_header
 from harness.gguf.reader import GGUFFile, KeyValue, TensorInfo
 
@@ -70,8 +71,9 @@ def build_header(spec: ArchSpec) -> ModelHeader:
     try:
         builder = _BUILDERS[spec.family]
     except KeyError:
-        raise RegistryError(f"architecture {spec.name!r}: family {spec.family!r} is not described; "
-                            f"known: {', '.join(_BUILDERS)}") from None
+        raise RegistryError(
+            f"architecture {spec.name!r}: family {spec.family!r} is not described; known: {', '.join(_BUILDERS)}"
+        ) from None
     wtype = ggml_types.type_by_name(spec.source_type)
     tensors = []
     offset = 0
@@ -98,6 +100,15 @@ def build_header(spec: ArchSpec) -> ModelHeader:
         (Keys.LLM.VOCAB_SIZE.format(arch=arch), V.UINT32, spec.n_vocab),
     ]
     metadata = {k: KeyValue(k, t, 0, v) for k, t, v in kvs}
-    virtual = GGUFFile(name=f"architecture:{spec.name}", version=3, file_bytes=offset, header_bytes=0,
-                       alignment=32, data_offset=0, data_bytes=offset, metadata=metadata, tensors=tuple(tensors))
+    virtual = GGUFFile(
+        name=f"architecture:{spec.name}",
+        version=3,
+        file_bytes=offset,
+        header_bytes=0,
+        alignment=32,
+        data_offset=0,
+        data_bytes=offset,
+        metadata=metadata,
+        tensors=tuple(tensors),
+    )
     return model_header([virtual])

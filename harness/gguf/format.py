@@ -21,7 +21,7 @@ from types import ModuleType
 class _BindConstants(importlib.abc.MetaPathFinder):
     """When the gguf package itself is imported later, set its `constants` attribute to our module."""
 
-    def find_spec(self, name, path=None, target=None):  # noqa: ANN001 - importlib's signature
+    def find_spec(self, name, path=None, target=None):
         if name != "gguf":
             return None
         sys.meta_path.remove(self)
@@ -68,5 +68,12 @@ GGUFValueType = _c.GGUFValueType
 Keys = _c.Keys
 LlamaFileType = _c.LlamaFileType
 
-__all__ = ["GGML_QUANT_SIZES", "GGMLQuantizationType", "GGUF_DEFAULT_ALIGNMENT", "GGUF_MAGIC", "GGUFValueType",
-           "Keys", "LlamaFileType"]
+__all__ = [
+    "GGML_QUANT_SIZES",
+    "GGMLQuantizationType",
+    "GGUF_DEFAULT_ALIGNMENT",
+    "GGUF_MAGIC",
+    "GGUFValueType",
+    "Keys",
+    "LlamaFileType",
+]

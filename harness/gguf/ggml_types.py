@@ -72,13 +72,51 @@ def pad(n_bytes: int, alignment: int) -> int:
 
 # Every file type llama.cpp's quantizer produces, as users name them (llama-quantize's list).
 ALL_QUANTS: tuple[str, ...] = (
-    "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0",
-    "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
-    "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_1",
+    "Q4_0",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "IQ3_M",
+    "IQ3_S",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q2_K",
+    "Q2_K_S",
+    "IQ2_M",
+    "IQ2_S",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "IQ1_M",
+    "IQ1_S",
 )
 # What `harness sizes` shows when no --quant is given.
-COMMON_QUANTS: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_XXS", "Q2_K",
-                                  "IQ2_M", "IQ2_XXS", "IQ1_M", "IQ1_S")
+COMMON_QUANTS: tuple[str, ...] = (
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q4_K_M",
+    "IQ4_XS",
+    "Q3_K_M",
+    "IQ3_XXS",
+    "Q2_K",
+    "IQ2_M",
+    "IQ2_XXS",
+    "IQ1_M",
+    "IQ1_S",
+)
 
 
 def quant_in_name(file_name: str) -> str | None:

@@ -13,15 +13,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.gguf.format import GGUFValueType, Keys
-
-from harness.gguf import ggml_types
 from harness.errors import GGUFError
+from harness.gguf import ggml_types
+from harness.gguf.format import GGUFValueType, Keys
 from harness.gguf.reader import GGUFFile, KeyValue, LazyArray, TensorInfo
 
 _INT_TYPES = {
-    GGUFValueType.UINT8, GGUFValueType.INT8, GGUFValueType.UINT16, GGUFValueType.INT16,
-    GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.UINT64, GGUFValueType.INT64,
+    GGUFValueType.UINT8,
+    GGUFValueType.INT8,
+    GGUFValueType.UINT16,
+    GGUFValueType.INT16,
+    GGUFValueType.UINT32,
+    GGUFValueType.INT32,
+    GGUFValueType.UINT64,
+    GGUFValueType.INT64,
 }
 
 
@@ -62,8 +67,10 @@ def totals_by_type(tensors: Iterable[tuple[int, int, int]]) -> list[TypeTotal]:
         count[ggml_type] += 1
         nbytes[ggml_type] += n_bytes
         nelem[ggml_type] += n_elements
-    return sorted((TypeTotal(ggml_types.type_name(k), count[k], nbytes[k], nelem[k]) for k in count),
-                  key=lambda r: (-r.n_bytes, r.type_name))
+    return sorted(
+        (TypeTotal(ggml_types.type_name(k), count[k], nbytes[k], nelem[k]) for k in count),
+        key=lambda r: (-r.n_bytes, r.type_name),
+    )
 
 
 @dataclass(frozen=True)
@@ -206,8 +213,11 @@ class _Accessor:
             return self.uint(key)
         arr: LazyArray = kv.value
         if arr.element_type != GGUFValueType.BOOL or arr.count != n_layer:
-            raise self.fail(kv, f"is an array of {arr.count} {arr.element_type.name}, "
-                                f"expected {n_layer} BOOL (one per layer) or an integer period")
+            raise self.fail(
+                kv,
+                f"is an array of {arr.count} {arr.element_type.name}, "
+                f"expected {n_layer} BOOL (one per layer) or an integer period",
+            )
         return tuple(arr.decode())
 
 
@@ -228,8 +238,9 @@ def architecture_of(shard: GGUFFile, tensors: tuple[TensorInfo, ...]) -> tuple[A
         if name:
             warnings.append(f"no {key(Keys.LLM.BLOCK_COUNT)} key: {n_layer} layers inferred from tensor names")
     elif layer_indices and max(layer_indices) >= n_layer:
-        raise GGUFError(f"{shard.name}: tensor blk.{max(layer_indices)}.* lies beyond "
-                        f"{key(Keys.LLM.BLOCK_COUNT)} = {n_layer}")
+        raise GGUFError(
+            f"{shard.name}: tensor blk.{max(layer_indices)}.* lies beyond {key(Keys.LLM.BLOCK_COUNT)} = {n_layer}"
+        )
     if not name:
         return Architecture(None, n_layer, None, None, None, None, None, None, None, None, None, 0, 0, None), warnings
 
@@ -281,6 +292,8 @@ def model_header(shards: list[GGUFFile]) -> ModelHeader:
         warnings.append("no general.file_type key: the quant is not declared")
     for s in shards:
         if s.truncated:
-            warnings.append(f"{os.path.basename(s.name)} holds {s.file_bytes} of {s.data_end} bytes: "
-                            "tensor data is missing (header-only or truncated file)")
+            warnings.append(
+                f"{os.path.basename(s.name)} holds {s.file_bytes} of {s.data_end} bytes: "
+                "tensor data is missing (header-only or truncated file)"
+            )
     return ModelHeader(tuple(shards), tensors, arch, tuple(warnings))

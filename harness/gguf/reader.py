@@ -15,10 +15,9 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.gguf.format import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
-
-from harness.gguf import ggml_types
 from harness.errors import GGUFError
+from harness.gguf import ggml_types
+from harness.gguf.format import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 from harness.gguf.source import ByteSource
 
 # Limits. The first two are llama.cpp's (GGUF_MAX_STRING_LENGTH, GGUF_MAX_ARRAY_ELEMENTS); the
@@ -110,8 +109,15 @@ class LazyArray:
         for _ in range(n):  # array of arrays: one level at a time
             inner_type, inner_count = _U32.unpack_from(raw, pos)[0], _U64.unpack_from(raw, pos + 4)[0]
             end = _array_extent(raw, pos + 12, GGUFValueType(inner_type), inner_count)
-            out.append(LazyArray(GGUFValueType(inner_type), inner_count, self.offset + pos + 12,
-                                 self.source_name, raw[pos + 12 : end]))
+            out.append(
+                LazyArray(
+                    GGUFValueType(inner_type),
+                    inner_count,
+                    self.offset + pos + 12,
+                    self.source_name,
+                    raw[pos + 12 : end],
+                )
+            )
             pos = end
         return out
 
@@ -232,11 +238,17 @@ class _Parser:
         if end <= have:
             return
         if end > self.size:
-            raise self.fail(what, offset, f"the file ends at byte {self.size}, "
-                                          f"{end - self.size} bytes short of what this field needs")
+            raise self.fail(
+                what,
+                offset,
+                f"the file ends at byte {self.size}, {end - self.size} bytes short of what this field needs",
+            )
         if end > MAX_HEADER_BYTES:
-            raise self.fail(what, offset, f"the header would exceed {MAX_HEADER_BYTES >> 20} MiB, "
-                                          "far beyond any real model's metadata")
+            raise self.fail(
+                what,
+                offset,
+                f"the header would exceed {MAX_HEADER_BYTES >> 20} MiB, far beyond any real model's metadata",
+            )
         grow = int(have * getattr(self.src, "read_ahead_fraction", 1.0))  # remote sources grow by less
         want = min(max(end - have, grow, hint - have, _FIRST_READ_BYTES), self.size - have)
         readinto = getattr(self.src, "readinto", None)
@@ -274,8 +286,9 @@ class _Parser:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise self.fail(what, start, f"not valid UTF-8 ({exc.reason}: byte "
-                                         f"0x{raw[exc.start]:02x} at position {exc.start})") from None
+            raise self.fail(
+                what, start, f"not valid UTF-8 ({exc.reason}: byte 0x{raw[exc.start]:02x} at position {exc.start})"
+            ) from None
 
     def value_type(self, what: str) -> GGUFValueType:
         start = self.pos
@@ -301,8 +314,11 @@ class _Parser:
             raise self.fail(what, start, f"{n} exceeds the maximum of {limit}")
         remaining = self.size - self.pos
         if n * min_item_bytes > remaining:
-            raise self.fail(what, start, f"{n} items need at least {n * min_item_bytes} bytes "
-                                         f"but only {remaining} remain in the file")
+            raise self.fail(
+                what,
+                start,
+                f"{n} items need at least {n * min_item_bytes} bytes but only {remaining} remain in the file",
+            )
         return n
 
     # -- the file -------------------------------------------------------------------------------
@@ -315,8 +331,12 @@ class _Parser:
             raise self.fail("magic", 0, f"{magic!r} is not b'GGUF': not a GGUF file")
         version = self.unpack(_U32, "version")
         if version in (1 << 24, 2 << 24, 3 << 24):
-            raise self.fail("version", 4, f"0x{version:08x} is a big-endian GGUF file; "
-                                          "only little-endian files are supported (as on every llama.cpp host)")
+            raise self.fail(
+                "version",
+                4,
+                f"0x{version:08x} is a big-endian GGUF file; "
+                "only little-endian files are supported (as on every llama.cpp host)",
+            )
         if version == 1:
             raise self.fail("version", 4, "GGUF v1 is no longer supported by llama.cpp; reconvert the model")
         if version not in (2, 3):
@@ -329,8 +349,9 @@ class _Parser:
         tensors, data_bytes = self.tensor_infos(n_tensors, alignment)
         header_bytes = self.pos
         data_offset = ggml_types.pad(header_bytes, alignment) if tensors else header_bytes
-        return GGUFFile(self.src.name, version, self.size, header_bytes, alignment, data_offset,
-                        data_bytes, metadata, tensors)
+        return GGUFFile(
+            self.src.name, version, self.size, header_bytes, alignment, data_offset, data_bytes, metadata, tensors
+        )
 
     def key_values(self, n_kv: int) -> dict[str, KeyValue]:
         metadata: dict[str, KeyValue] = {}
@@ -367,8 +388,11 @@ class _Parser:
         return LazyArray(element_type, count, start, self.src.name, raw)
 
     def array_count(self, element_type: GGUFValueType, what: str) -> int:
-        min_bytes = _SCALAR_STRUCTS[element_type].size if element_type in _SCALAR_STRUCTS else (
-            8 if element_type == GGUFValueType.STRING else 12)
+        min_bytes = (
+            _SCALAR_STRUCTS[element_type].size
+            if element_type in _SCALAR_STRUCTS
+            else (8 if element_type == GGUFValueType.STRING else 12)
+        )
         return self.count(_U64, f"{what} length", min_bytes, MAX_ARRAY_ELEMENTS)
 
     def skip_array(self, element_type: GGUFValueType, count: int, what: str) -> None:
@@ -382,8 +406,9 @@ class _Parser:
                 item = _SCALAR_STRUCTS[t].size
                 self.fill(self.pos + n * item, f"{what} ({n} x {t.name})", self.pos)
                 if t == GGUFValueType.BOOL and n and max(self.buf[self.pos : self.pos + n]) > 1:
-                    raise self.fail(what, self.pos, f"bool element is {max(self.buf[self.pos : self.pos + n])}, "
-                                                    "must be 0 or 1")
+                    raise self.fail(
+                        what, self.pos, f"bool element is {max(self.buf[self.pos : self.pos + n])}, must be 0 or 1"
+                    )
                 self.pos += n * item
             elif t == GGUFValueType.STRING:
                 self.skip_strings(n, what)
@@ -445,7 +470,7 @@ class _Parser:
         while i < n:
             buf = self.buf
             try:
-                for i in range(i, n):  # noqa: B007 - i is read after the loop
+                for i in range(i, n):  # noqa: B007, B020 - i is where a retry resumes
                     pos += 8 + unpack(buf, pos)[0]
                 i = n
             except (struct.error, OverflowError):
@@ -460,13 +485,15 @@ class _Parser:
         pos = start
         for i in range(count):
             if pos + 8 > self.size:
-                raise self.fail(f"{what} element {i}", pos, f"the file ends at byte {self.size} "
-                                                          "before this string's length")
+                raise self.fail(
+                    f"{what} element {i}", pos, f"the file ends at byte {self.size} before this string's length"
+                )
             self.fill(pos + 8, what, pos)
             (n,) = _U64.unpack_from(self.buf, pos)
             if n > MAX_STRING_BYTES or pos + 8 + n > self.size:
-                raise self.fail(f"{what} element {i}", pos,
-                                f"string length {n} runs past the end of the file ({self.size} bytes)")
+                raise self.fail(
+                    f"{what} element {i}", pos, f"string length {n} runs past the end of the file ({self.size} bytes)"
+                )
             pos += 8 + n
         raise AssertionError("string_array_error found no error")  # pragma: no cover
 
@@ -475,8 +502,7 @@ class _Parser:
         if kv is None:
             return GGUF_DEFAULT_ALIGNMENT
         if kv.value_type != GGUFValueType.UINT32:
-            raise self.fail(f"value of key {kv.key!r}", kv.offset,
-                            f"has type {kv.value_type.name}, must be UINT32")
+            raise self.fail(f"value of key {kv.key!r}", kv.offset, f"has type {kv.value_type.name}, must be UINT32")
         if kv.value == 0 or kv.value & (kv.value - 1):
             raise self.fail(f"value of key {kv.key!r}", kv.offset, f"alignment {kv.value} is not a power of 2")
         return kv.value
@@ -504,30 +530,38 @@ class _Parser:
                     raise self.fail(f"{what} dimension {d}", dim_offset, f"{dim} is not a valid size (1..2^63-1)")
                 n_elements *= dim
                 if n_elements > INT64_MAX:
-                    raise self.fail(f"{what} shape", dims_offset,
-                                    f"{shape + [dim]} has more than 2^63-1 elements")
+                    raise self.fail(f"{what} shape", dims_offset, f"{shape + [dim]} has more than 2^63-1 elements")
                 shape.append(dim)
             type_offset = self.pos
             ggml_type = self.unpack(_I32, f"{what} type")
             if ggml_type not in ggml_types.QUANT_SIZES:
-                raise self.fail(f"{what} type", type_offset,
-                                f"{ggml_type} is not a ggml type with a known block layout")
+                raise self.fail(
+                    f"{what} type", type_offset, f"{ggml_type} is not a ggml type with a known block layout"
+                )
             block, _ = ggml_types.block_size(ggml_type)
             if shape[0] % block:
-                raise self.fail(f"{what} type", type_offset,
-                                f"{ggml_types.type_name(ggml_type)} stores blocks of {block} elements but rows "
-                                f"have {shape[0]}")
+                raise self.fail(
+                    f"{what} type",
+                    type_offset,
+                    f"{ggml_types.type_name(ggml_type)} stores blocks of {block} elements but rows have {shape[0]}",
+                )
             n_bytes = ggml_types.tensor_nbytes(tuple(shape), ggml_type)
             offset_at = self.pos
             offset = self.unpack(_U64, f"{what} data offset")
             if offset != expected:
-                raise self.fail(f"{what} data offset", offset_at,
-                                f"{offset}, expected {expected}: each tensor must follow the previous one, "
-                                f"padded to {alignment} bytes")
+                raise self.fail(
+                    f"{what} data offset",
+                    offset_at,
+                    f"{offset}, expected {expected}: each tensor must follow the previous one, "
+                    f"padded to {alignment} bytes",
+                )
             expected += ggml_types.pad(n_bytes, alignment)
             if expected > MAX_DATA_BYTES:
-                raise self.fail(f"{what} shape", dims_offset,
-                                f"{shape} ({ggml_types.type_name(ggml_type)}) takes the data section to {expected} "
-                                "bytes, more than 1 PiB: the shapes are absurd")
+                raise self.fail(
+                    f"{what} shape",
+                    dims_offset,
+                    f"{shape} ({ggml_types.type_name(ggml_type)}) takes the data section to {expected} "
+                    "bytes, more than 1 PiB: the shapes are absurd",
+                )
             tensors.append(TensorInfo(name, tuple(shape), ggml_type, offset, n_bytes))
         return tuple(tensors), expected

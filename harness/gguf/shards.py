@@ -13,9 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.gguf.format import GGUFValueType, Keys
-
 from harness.errors import GGUFError
+from harness.gguf.format import GGUFValueType, Keys
 from harness.gguf.header import ModelHeader, model_header
 from harness.gguf.reader import GGUFFile, KeyValue, LazyArray, parse_gguf
 from harness.gguf.source import ByteSource, FileSource
@@ -72,8 +71,10 @@ def read_header(model: str | os.PathLike[str] | ByteSource | list[ByteSource]) -
         paths = shard_paths(model)
         for i, p in enumerate(paths):
             if not p.exists():
-                raise GGUFError(f"{p}: shard {i + 1} of {len(paths)} is missing "
-                                f"(needed by {Path(model).name}); download every shard")
+                raise GGUFError(
+                    f"{p}: shard {i + 1} of {len(paths)} is missing "
+                    f"(needed by {Path(model).name}); download every shard"
+                )
         files = []
         for p in paths:
             with FileSource(p) as src:
@@ -89,8 +90,9 @@ def _split_value(f: GGUFFile, key: str, want: GGUFValueType) -> int | None:
     if kv is None:
         return None
     if kv.value_type != want:
-        raise GGUFError(f"{f.name}: key {key!r} at byte {kv.offset}: has type {kv.value_type.name}, "
-                        f"expected {want.name}")
+        raise GGUFError(
+            f"{f.name}: key {key!r} at byte {kv.offset}: has type {kv.value_type.name}, expected {want.name}"
+        )
     return kv.value
 
 
@@ -98,8 +100,7 @@ def _same_value(a: KeyValue, b: KeyValue) -> bool:
     if a.value_type != b.value_type:
         return False
     if isinstance(a.value, LazyArray):
-        return (a.value.element_type, a.value.count, a.value.raw) == (b.value.element_type, b.value.count,
-                                                                      b.value.raw)
+        return (a.value.element_type, a.value.count, a.value.raw) == (b.value.element_type, b.value.count, b.value.raw)
     return a.value == b.value
 
 
@@ -109,12 +110,14 @@ def join_shards(files: list[GGUFFile], named_as_split: bool) -> ModelHeader:
     count0 = _split_value(first, Keys.Split.LLM_KV_SPLIT_COUNT, GGUFValueType.UINT16)
     if count0 is None:
         if n > 1 or named_as_split:
-            raise GGUFError(f"{first.name}: named as a shard of a split model but has no "
-                            f"{Keys.Split.LLM_KV_SPLIT_COUNT} key")
+            raise GGUFError(
+                f"{first.name}: named as a shard of a split model but has no {Keys.Split.LLM_KV_SPLIT_COUNT} key"
+            )
         return model_header(files)
     if count0 != n:
-        raise GGUFError(f"{first.name}: {Keys.Split.LLM_KV_SPLIT_COUNT} is {count0} but {n} shard(s) "
-                        f"were found by name")
+        raise GGUFError(
+            f"{first.name}: {Keys.Split.LLM_KV_SPLIT_COUNT} is {count0} but {n} shard(s) were found by name"
+        )
     tensors_count0 = _split_value(first, Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT, GGUFValueType.INT32)
     seen: dict[str, str] = {}
     for i, f in enumerate(files):
@@ -124,24 +127,34 @@ def join_shards(files: list[GGUFFile], named_as_split: bool) -> ModelHeader:
         if no is None or count is None or n_tensors is None:
             raise GGUFError(f"{f.name}: shard {i + 1} of {n} lacks the split.* keys; it is not part of this model")
         if no != i:
-            raise GGUFError(f"{f.name}: {Keys.Split.LLM_KV_SPLIT_NO} is {no} but this file is shard {i + 1} "
-                            f"of {n} (expected {i}): shards are misnamed, duplicated or out of order")
+            raise GGUFError(
+                f"{f.name}: {Keys.Split.LLM_KV_SPLIT_NO} is {no} but this file is shard {i + 1} "
+                f"of {n} (expected {i}): shards are misnamed, duplicated or out of order"
+            )
         if count != count0:
-            raise GGUFError(f"{f.name}: {Keys.Split.LLM_KV_SPLIT_COUNT} is {count} but the first shard says "
-                            f"{count0}: shards of different models are mixed")
+            raise GGUFError(
+                f"{f.name}: {Keys.Split.LLM_KV_SPLIT_COUNT} is {count} but the first shard says "
+                f"{count0}: shards of different models are mixed"
+            )
         if n_tensors != tensors_count0:
-            raise GGUFError(f"{f.name}: {Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT} is {n_tensors} but the first "
-                            f"shard says {tensors_count0}: shards of different models are mixed")
+            raise GGUFError(
+                f"{f.name}: {Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT} is {n_tensors} but the first "
+                f"shard says {tensors_count0}: shards of different models are mixed"
+            )
         for key, kv in f.metadata.items():
             ref = first.metadata.get(key)
             if i and key not in _SPLIT_KEYS and ref is not None and not _same_value(ref, kv):
-                raise GGUFError(f"{f.name}: key {key!r} at byte {kv.offset} differs from the first shard's "
-                                f"({kv.value!r} vs {ref.value!r}): shards of different models are mixed")
+                raise GGUFError(
+                    f"{f.name}: key {key!r} at byte {kv.offset} differs from the first shard's "
+                    f"({kv.value!r} vs {ref.value!r}): shards of different models are mixed"
+                )
         for t in f.tensors:
             if t.name in seen:
                 raise GGUFError(f"{f.name}: tensor {t.name!r} is also in {seen[t.name]}: duplicated shard data")
             seen[t.name] = f.name
     if len(seen) != tensors_count0:
-        raise GGUFError(f"{first.name}: {Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT} is {tensors_count0} but the "
-                        f"{n} shard(s) hold {len(seen)} tensors")
+        raise GGUFError(
+            f"{first.name}: {Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT} is {tensors_count0} but the "
+            f"{n} shard(s) hold {len(seen)} tensors"
+        )
     return model_header(files)

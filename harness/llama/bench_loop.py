@@ -70,8 +70,9 @@ def _bare_pp(s: Session, tokens: list[int]) -> float:
     t = time.perf_counter()
     for start in range(0, len(tokens), s.n_batch):
         n = min(s.n_batch, len(tokens) - start)
-        ptr = ctypes.cast(ctypes.addressof(arr) + start * ctypes.sizeof(api.llama_token),
-                          ctypes.POINTER(api.llama_token))
+        ptr = ctypes.cast(
+            ctypes.addressof(arr) + start * ctypes.sizeof(api.llama_token), ctypes.POINTER(api.llama_token)
+        )
         if api.llama_decode(ctx, api.llama_batch_get_one(ptr, n)) != 0:
             raise EngineError("llama_decode failed in the baseline loop")
     api.llama_synchronize(ctx)
@@ -127,8 +128,9 @@ def run_bench(s: Session, n_prompt: int, n_gen: int, reps: int, progress: Callab
             else:
                 ours.append(harness_fn(s, tokens))
                 bare.append(bare_fn(s, tokens))
-        results.append(TestResult(f"{test}{n}", n if test == "pp" else 0, n if test == "tg" else 0,
-                                  tuple(ours), tuple(bare)))
+        results.append(
+            TestResult(f"{test}{n}", n if test == "pp" else 0, n if test == "tg" else 0, tuple(ours), tuple(bare))
+        )
     return results
 
 

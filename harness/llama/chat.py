@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from harness.errors import ChatTemplateError, HarnessError
-from harness.gguf.header import ModelHeader
 import ctypes
+
+from harness.errors import ChatTemplateError
+from harness.gguf.header import ModelHeader
 
 TEMPLATE_KEY = "tokenizer.chat_template"
 
 
-def render(header: ModelHeader, prompt: str, system: str | None = None, bos_text: str = "",
-           eos_text: str = "") -> str:
+def render(header: ModelHeader, prompt: str, system: str | None = None, bos_text: str = "", eos_text: str = "") -> str:
     """The prompt as the model's own chat template lays it out, ready for the model to answer."""
     from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -26,8 +26,9 @@ def render(header: ModelHeader, prompt: str, system: str | None = None, bos_text
     env.globals["raise_exception"] = raise_exception
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     try:
-        return env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                                bos_token=bos_text, eos_token=eos_text)
+        return env.from_string(template).render(
+            messages=messages, add_generation_prompt=True, bos_token=bos_text, eos_token=eos_text
+        )
     except SecurityError as exc:
         raise ChatTemplateError(f"the model's chat template tried an unsafe operation: {exc}") from None
     except TemplateError as exc:
@@ -42,7 +43,8 @@ def builtin(header: ModelHeader, prompt: str, system: str | None = None) -> str:
     arch = header.arch.name or ""
     messages = ([("system", system)] if system else []) + [("user", prompt)]
     arr = (llama_cpp.llama_chat_message * len(messages))(
-        *[llama_cpp.llama_chat_message(r.encode(), c.encode()) for r, c in messages])
+        *[llama_cpp.llama_chat_message(r.encode(), c.encode()) for r, c in messages]
+    )
     size = 4 * sum(len(c) for _, c in messages) + 1024
     buf = ctypes.create_string_buffer(size)
     n = -1
@@ -55,6 +57,8 @@ def builtin(header: ModelHeader, prompt: str, system: str | None = None) -> str:
         if n >= 0:
             break
     if n < 0:
-        raise ChatTemplateError(f"{header.paths[0]} has no chat template ({TEMPLATE_KEY}) and llama.cpp has none "
-                                f"built in for {header.arch.name!r}; run without --chat")
+        raise ChatTemplateError(
+            f"{header.paths[0]} has no chat template ({TEMPLATE_KEY}) and llama.cpp has none "
+            f"built in for {header.arch.name!r}; run without --chat"
+        )
     return buf.raw[:n].decode("utf-8")

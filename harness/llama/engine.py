@@ -62,10 +62,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 from functools import cache
+from typing import Any
 
-from harness.errors import EngineError, HarnessError
+from harness.errors import EngineError
 from harness.gguf import ggml_types
 from harness.llama import rpc
 from harness.offload.placement import KV_TYPES
@@ -79,16 +79,20 @@ LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CONT = 1, 2, 3, 4, 5
 FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = -1, 0, 1
 LOAD_MODE_NONE = 0
 
-_BUFFER_RE = re.compile(r"^\w+: +(?P<name>\S+) +(?P<kind>model|KV|RS|compute|output) buffer size = +"
-                        r"(?P<mib>\d+\.\d+) MiB$")
+_BUFFER_RE = re.compile(
+    r"^\w+: +(?P<name>\S+) +(?P<kind>model|KV|RS|compute|output) buffer size = +"
+    r"(?P<mib>\d+\.\d+) MiB$"
+)
 _OFFLOADED_RE = re.compile(r"offloaded (?P<n>\d+)/(?P<total>\d+) layers to GPU")
 _USING_DEVICE_RE = re.compile(r"using device (?P<name>\S+) \((?P<desc>.*)\) \((?P<id>.*)\) - (?P<free>\d+) MiB free$")
 _N_CTX_RE = re.compile(r"^llama_context: n_ctx += (?P<n>\d+)$")
 _FA_SET_RE = re.compile(r"^llama_context: flash_attn += (?P<v>\w+)$")
 _FA_RESOLVED_RE = re.compile(r"Flash Attention (?P<v>enabled|not supported)")
-_KV_SIZE_RE = re.compile(r"^llama_kv_cache: size = +(?P<mib>\d+\.\d+) MiB \( *(?P<cells>\d+) cells, "
-                         r"+(?P<layers>\d+) layers, +(?P<seqs>\d+)/(?P<streams>\d+) seqs\), "
-                         r"K \((?P<tk>\w+)\): +(?P<k_mib>\d+\.\d+) MiB, V \((?P<tv>\w+)\): +(?P<v_mib>\d+\.\d+) MiB$")
+_KV_SIZE_RE = re.compile(
+    r"^llama_kv_cache: size = +(?P<mib>\d+\.\d+) MiB \( *(?P<cells>\d+) cells, "
+    r"+(?P<layers>\d+) layers, +(?P<seqs>\d+)/(?P<streams>\d+) seqs\), "
+    r"K \((?P<tk>\w+)\): +(?P<k_mib>\d+\.\d+) MiB, V \((?P<tv>\w+)\): +(?P<v_mib>\d+\.\d+) MiB$"
+)
 
 
 def mib_to_bytes(mib: float) -> int:
@@ -100,6 +104,7 @@ def mib_to_bytes(mib: float) -> int:
 class BufferReport:
     """What llama.cpp printed for one buffer type, summed over its lines (a name can print several times:
     one model buffer per split file, one KV buffer per cache of an iSWA model)."""
+
     name: str
     model_bytes: int = 0
     kv_bytes: int = 0  # KV cache, and recurrent state ("RS buffer") for recurrent models
@@ -128,6 +133,7 @@ class BufferReport:
 @dataclass(frozen=True)
 class KvCacheReport:
     """One `llama_kv_cache: size = …` line: one cache (an iSWA model has a non-SWA and a SWA one)."""
+
     cells: int
     layers: int
     seqs: int
@@ -142,6 +148,7 @@ class KvCacheReport:
 @dataclass(frozen=True)
 class OffloadDevice:
     """A `using device NAME (DESCRIPTION) (ID) - N MiB free` line: a device llama.cpp will offload to."""
+
     name: str  # "RPC0", "CUDA0"…
     description: str  # an RPC device's endpoint, a GPU's model name
     free_mib: int
@@ -207,8 +214,7 @@ def kv_type(value: str | int) -> int:
     (llama_context_params.type_k/type_v take GGML_TYPE_* values)."""
     if isinstance(value, int):
         if value not in {ggml_types.type_by_name(name) for name in KV_TYPES}:
-            raise EngineError(f"ggml type {value} is not a KV cache type llama.cpp accepts "
-                              f"({', '.join(KV_TYPES)})")
+            raise EngineError(f"ggml type {value} is not a KV cache type llama.cpp accepts ({', '.join(KV_TYPES)})")
         return value
     if value.lower() not in KV_TYPES:
         raise EngineError(f"KV cache type {value!r} is not one of {', '.join(KV_TYPES)}")
@@ -232,6 +238,7 @@ def _kv_type_name(type_id: int) -> str:
 
 class LogCapture:
     """llama.cpp's log as whole lines with their levels; CONT pieces are joined to the line they continue."""
+
     def __init__(self, keep_debug: bool = False) -> None:
         self.keep_debug = keep_debug
         self.lines: list[tuple[int, str]] = []
@@ -331,9 +338,19 @@ def parse_log(lines: Sequence[str]) -> _Parsed:
         elif m := _FA_RESOLVED_RE.search(line):
             out.flash_attn = m["v"] == "enabled"
         elif m := _KV_SIZE_RE.match(line):
-            out.kv_caches.append(KvCacheReport(int(m["cells"]), int(m["layers"]), int(m["seqs"]), int(m["streams"]),
-                                               m["tk"], m["tv"], float(m["k_mib"]), float(m["v_mib"]),
-                                               float(m["mib"])))
+            out.kv_caches.append(
+                KvCacheReport(
+                    int(m["cells"]),
+                    int(m["layers"]),
+                    int(m["seqs"]),
+                    int(m["streams"]),
+                    m["tk"],
+                    m["tv"],
+                    float(m["k_mib"]),
+                    float(m["v_mib"]),
+                    float(m["mib"]),
+                )
+            )
     return out
 
 
@@ -360,6 +377,7 @@ def _failure(what: str, capture: LogCapture) -> EngineError:
 @dataclass
 class Loaded:
     """A model and context llama.cpp holds open (inside `loaded_model`), with the log captured so far."""
+
     llama_cpp: Any
     model: int
     ctx: int
@@ -372,11 +390,24 @@ class Loaded:
 
 
 @contextmanager
-def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
-                 devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
-                 flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
-                 n_threads: int | None = None, swa_full: bool | None = None, no_alloc: bool = False,
-                 tensor_split: Sequence[float] = (), cb_eval: Any = None) -> Iterator[Loaded]:
+def loaded_model(
+    path: str | os.PathLike[str],
+    n_gpu_layers: int = 0,
+    n_ctx: int = 2048,
+    devices: Sequence[str] = (),
+    *,
+    type_k: str | int = "f16",
+    type_v: str | int = "f16",
+    flash_attn: bool | None = None,
+    n_batch: int = 2048,
+    n_ubatch: int = 512,
+    n_seq_max: int = 1,
+    n_threads: int | None = None,
+    swa_full: bool | None = None,
+    no_alloc: bool = False,
+    tensor_split: Sequence[float] = (),
+    cb_eval: Any = None,
+) -> Iterator[Loaded]:
     """Load ``path`` and create a context (see load_and_report for the parameters); free both on exit,
     also on errors, and restore the previous log callback."""
     llama_cpp = _llama_cpp()
@@ -403,8 +434,10 @@ def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int
     if no_alloc:
         missing = [f for f in ("no_alloc", "load_mode") if not _has_field(llama_cpp.llama_model_params, f)]
         if missing:
-            raise EngineError(f"this llama-cpp-python's llama_model_params lacks {', '.join(missing)}: "
-                              f"simulated allocation is not available")
+            raise EngineError(
+                f"this llama-cpp-python's llama_model_params lacks {', '.join(missing)}: "
+                f"simulated allocation is not available"
+            )
         mparams.no_alloc = True
         mparams.load_mode = LOAD_MODE_NONE
 
@@ -432,10 +465,12 @@ def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int
                 raise _failure(f"llama.cpp could not load {os.fspath(path)}", capture)
             ctx = llama_cpp.llama_init_from_model(model, cparams)
             if not ctx:
-                raise _failure(f"llama.cpp could not create a context for {os.fspath(path)} (n_ctx {n_ctx}, "
-                               f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})", capture)
-            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0,
-                         (device_array, split_array, cb_eval))
+                raise _failure(
+                    f"llama.cpp could not create a context for {os.fspath(path)} (n_ctx {n_ctx}, "
+                    f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})",
+                    capture,
+                )
+            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0, (device_array, split_array, cb_eval))
         finally:
             if ctx:
                 llama_cpp.llama_free(ctx)
@@ -443,26 +478,60 @@ def loaded_model(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int
                 llama_cpp.llama_model_free(model)
 
 
-def report_of(loaded_path: str | os.PathLike[str], capture: LogCapture, *, n_gpu_layers: int, devices: Sequence[str],
-              type_k: str | int, type_v: str | int, no_alloc: bool, load_s: float, n_decoded: int = 0,
-              decode_s: float | None = None) -> EngineReport:
+def report_of(
+    loaded_path: str | os.PathLike[str],
+    capture: LogCapture,
+    *,
+    n_gpu_layers: int,
+    devices: Sequence[str],
+    type_k: str | int,
+    type_v: str | int,
+    no_alloc: bool,
+    load_s: float,
+    n_decoded: int = 0,
+    decode_s: float | None = None,
+) -> EngineReport:
     parsed = parse_log(capture.text_lines())
     return EngineReport(
-        model_path=os.fspath(loaded_path), n_gpu_layers=n_gpu_layers, rpc_endpoints=tuple(devices),
-        type_k=_kv_type_name(kv_type(type_k)), type_v=_kv_type_name(kv_type(type_v)), no_alloc=no_alloc,
+        model_path=os.fspath(loaded_path),
+        n_gpu_layers=n_gpu_layers,
+        rpc_endpoints=tuple(devices),
+        type_k=_kv_type_name(kv_type(type_k)),
+        type_v=_kv_type_name(kv_type(type_v)),
+        no_alloc=no_alloc,
         buffers=tuple(BufferReport(name, **fields) for name, fields in parsed.buffers.items()),
-        kv_caches=tuple(parsed.kv_caches), offload_devices=tuple(parsed.offload_devices),
+        kv_caches=tuple(parsed.kv_caches),
+        offload_devices=tuple(parsed.offload_devices),
         n_layers_offloaded=parsed.n_layers_offloaded,
-        n_layers_total=parsed.n_layers_total, n_ctx=parsed.n_ctx, flash_attn=parsed.flash_attn,
-        n_tokens_decoded=n_decoded, load_s=load_s, decode_s=decode_s, log_lines=capture.text_lines())
+        n_layers_total=parsed.n_layers_total,
+        n_ctx=parsed.n_ctx,
+        flash_attn=parsed.flash_attn,
+        n_tokens_decoded=n_decoded,
+        load_s=load_s,
+        decode_s=decode_s,
+        log_lines=capture.text_lines(),
+    )
 
 
-def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: int = 2048,
-                    devices: Sequence[str] = (), *, type_k: str | int = "f16", type_v: str | int = "f16",
-                    flash_attn: bool | None = None, n_batch: int = 2048, n_ubatch: int = 512, n_seq_max: int = 1,
-                    n_threads: int | None = None, swa_full: bool | None = None, decode: bool = True,
-                    n_decode_tokens: int = 8, no_alloc: bool = False,
-                    tensor_split: Sequence[float] = ()) -> EngineReport:
+def load_and_report(
+    path: str | os.PathLike[str],
+    n_gpu_layers: int = 0,
+    n_ctx: int = 2048,
+    devices: Sequence[str] = (),
+    *,
+    type_k: str | int = "f16",
+    type_v: str | int = "f16",
+    flash_attn: bool | None = None,
+    n_batch: int = 2048,
+    n_ubatch: int = 512,
+    n_seq_max: int = 1,
+    n_threads: int | None = None,
+    swa_full: bool | None = None,
+    decode: bool = True,
+    n_decode_tokens: int = 8,
+    no_alloc: bool = False,
+    tensor_split: Sequence[float] = (),
+) -> EngineReport:
     """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
     tokens, and return llama.cpp's own account of every buffer.
 
@@ -479,16 +548,39 @@ def load_and_report(path: str | os.PathLike[str], n_gpu_layers: int = 0, n_ctx: 
     if n_decode_tokens < 1:
         raise EngineError(f"n_decode_tokens must be at least 1, not {n_decode_tokens}")
     n_decoded, decode_s = 0, None
-    with loaded_model(path, n_gpu_layers, n_ctx, devices, type_k=type_k, type_v=type_v, flash_attn=flash_attn,
-                      n_batch=n_batch, n_ubatch=n_ubatch, n_seq_max=n_seq_max, n_threads=n_threads,
-                      swa_full=swa_full, no_alloc=no_alloc, tensor_split=tensor_split) as lm:
+    with loaded_model(
+        path,
+        n_gpu_layers,
+        n_ctx,
+        devices,
+        type_k=type_k,
+        type_v=type_v,
+        flash_attn=flash_attn,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
+        n_seq_max=n_seq_max,
+        n_threads=n_threads,
+        swa_full=swa_full,
+        no_alloc=no_alloc,
+        tensor_split=tensor_split,
+    ) as lm:
         if decode and not no_alloc:
             t1 = time.perf_counter()
             n_decoded = _decode(lm.llama_cpp, lm.model, lm.ctx, n_decode_tokens, lm.capture)
             decode_s = time.perf_counter() - t1
         capture, load_s = lm.capture, lm.load_s
-    return report_of(path, capture, n_gpu_layers=n_gpu_layers, devices=devices, type_k=type_k, type_v=type_v,
-                     no_alloc=no_alloc, load_s=load_s, n_decoded=n_decoded, decode_s=decode_s)
+    return report_of(
+        path,
+        capture,
+        n_gpu_layers=n_gpu_layers,
+        devices=devices,
+        type_k=type_k,
+        type_v=type_v,
+        no_alloc=no_alloc,
+        load_s=load_s,
+        n_decoded=n_decoded,
+        decode_s=decode_s,
+    )
 
 
 def decode_batch(llama_cpp, ctx: int, tokens: Sequence[int], logits_for: Callable[[int], bool]) -> int:

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.llama.reference_parser import lib
 from harness.gguf.reader import parse_gguf
 from harness.gguf.source import FileSource
 from harness.llama.engine import decode_batch, loaded_model
 from harness.llama.quality import chunks_of
+from harness.llama.reference_parser import lib
 from harness.llama.session import Session
 from harness.offload.placement import ContextParams
 
@@ -34,6 +34,7 @@ _F32 = 0
 
 class _Tensor(ctypes.Structure):
     """struct ggml_tensor (ggml.h of the vendored llama.cpp), read-only."""
+
     _fields_ = [
         ("type", ctypes.c_int),
         ("buffer", ctypes.c_void_p),
@@ -109,15 +110,25 @@ class ImportanceMatrix:
             elif t.name.endswith(".counts"):
                 counts[t.name.removesuffix(".counts")] = int(raw[0])
         md = f.metadata
-        return cls(sums, counts, md["imatrix.chunk_size"].value, md["imatrix.chunk_count"].value,
-                   (md["imatrix.datasets"].value.decode() or [""])[0])
+        return cls(
+            sums,
+            counts,
+            md["imatrix.chunk_size"].value,
+            md["imatrix.chunk_count"].value,
+            (md["imatrix.datasets"].value.decode() or [""])[0],
+        )
 
 
-def compute(path: str, text: str, dataset: str, n_ctx: int = 512, max_chunks: int = 16,
-            progress: Callable[[str], None] = lambda m: None) -> ImportanceMatrix:
+def compute(
+    path: str,
+    text: str,
+    dataset: str,
+    n_ctx: int = 512,
+    max_chunks: int = 16,
+    progress: Callable[[str], None] = lambda m: None,
+) -> ImportanceMatrix:
     """Run ``text`` through the model in chunks of n_ctx tokens (on the CPU) and collect the matrix."""
     import llama_cpp
-
 
     op = _mul_mat_op()
     sums: dict[str, np.ndarray] = {}
@@ -126,7 +137,7 @@ def compute(path: str, text: str, dataset: str, n_ctx: int = 512, max_chunks: in
     def collect(t_ptr: int, ask: bool, _: int) -> bool:
         t = _Tensor.from_address(t_ptr)
         if t.op != op or not t.src[0] or not t.src[1]:
-            return False if ask else True
+            return not ask
         w = _Tensor.from_address(t.src[0])
         x = _Tensor.from_address(t.src[1])
         name = w.name.decode(errors="replace")
@@ -146,9 +157,7 @@ def compute(path: str, text: str, dataset: str, n_ctx: int = 512, max_chunks: in
 
     callback = llama_cpp.ggml_backend_sched_eval_callback(collect)
     n_chunks = 0
-    with loaded_model(path, 0, n_ctx, (), n_batch=n_ctx, n_ubatch=n_ctx, flash_attn=True,
-                      cb_eval=callback) as lm:
-
+    with loaded_model(path, 0, n_ctx, (), n_batch=n_ctx, n_ubatch=n_ctx, flash_attn=True, cb_eval=callback) as lm:
         s = Session(lm, ContextParams(n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx), None, path, ())
         api = lm.llama_cpp
         for i, chunk in enumerate(chunks_of(s, text, n_ctx, max_chunks)):

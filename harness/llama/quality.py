@@ -65,8 +65,10 @@ def chunks_of(s: Session, text: str, n_ctx: int, max_chunks: int) -> list[list[i
     to fill one."""
     tokens = s.tokenize(text, add_special=False)
     if len(tokens) < n_ctx:
-        raise UsageError(f"the text has {len(tokens)} tokens; scoring needs at least {n_ctx} (one chunk of "
-                         f"{n_ctx} tokens): give a longer text")
+        raise UsageError(
+            f"the text has {len(tokens)} tokens; scoring needs at least {n_ctx} (one chunk of "
+            f"{n_ctx} tokens): give a longer text"
+        )
     bos = s.api.llama_vocab_bos(s.vocab)
     out = []
     for start in range(0, len(tokens) - n_ctx + 1, n_ctx):
@@ -79,8 +81,14 @@ def chunks_of(s: Session, text: str, n_ctx: int, max_chunks: int) -> list[list[i
     return out
 
 
-def measure(reference: Session, variants: dict[str, Session], text: str, n_ctx: int = 512, max_chunks: int = 8,
-            progress: Callable[[str], None] | None = None) -> dict[str, Quality]:
+def measure(
+    reference: Session,
+    variants: dict[str, Session],
+    text: str,
+    n_ctx: int = 512,
+    max_chunks: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Quality]:
     """Perplexity of the reference and of each variant, and each variant's KLD / top-1 agreement with it."""
     chunks = chunks_of(reference, text, n_ctx, max_chunks)
     first = n_ctx // 2
@@ -105,6 +113,7 @@ def measure(reference: Session, variants: dict[str, Session], text: str, n_ctx: 
         n_scored += len(targets)
     out = {"reference": Quality(math.exp(nll["reference"] / n_scored), None, None, n_scored, len(chunks))}
     for name in variants:
-        out[name] = Quality(math.exp(nll[name] / n_scored), kld[name] / n_scored, agree[name] / n_scored,
-                            n_scored, len(chunks))
+        out[name] = Quality(
+            math.exp(nll[name] / n_scored), kld[name] / n_scored, agree[name] / n_scored, n_scored, len(chunks)
+        )
     return out

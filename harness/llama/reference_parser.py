@@ -40,8 +40,12 @@ def lib() -> ctypes.CDLL:
     so.gguf_get_data_offset.restype = ctypes.c_size_t
     so.gguf_get_version.argtypes = [ctypes.c_void_p]
     so.gguf_get_version.restype = ctypes.c_uint32
-    for fn, res in (("gguf_get_tensor_name", ctypes.c_char_p), ("gguf_get_tensor_type", ctypes.c_int),
-                    ("gguf_get_tensor_size", ctypes.c_size_t), ("gguf_get_tensor_offset", ctypes.c_size_t)):
+    for fn, res in (
+        ("gguf_get_tensor_name", ctypes.c_char_p),
+        ("gguf_get_tensor_type", ctypes.c_int),
+        ("gguf_get_tensor_size", ctypes.c_size_t),
+        ("gguf_get_tensor_offset", ctypes.c_size_t),
+    ):
         getattr(so, fn).argtypes = [ctypes.c_void_p, ctypes.c_int64]
         getattr(so, fn).restype = res
     so.ggml_type_size.argtypes = [ctypes.c_int]
@@ -82,8 +86,12 @@ def parse_header(path: str | os.PathLike[str]) -> EngineHeader:
         raise HarnessError(f"{path}: llama.cpp's gguf_init_from_file rejected the file")
     try:
         tensors = tuple(
-            EngineTensor(so.gguf_get_tensor_name(ctx, i).decode(), so.gguf_get_tensor_type(ctx, i),
-                         so.gguf_get_tensor_size(ctx, i), so.gguf_get_tensor_offset(ctx, i))
+            EngineTensor(
+                so.gguf_get_tensor_name(ctx, i).decode(),
+                so.gguf_get_tensor_type(ctx, i),
+                so.gguf_get_tensor_size(ctx, i),
+                so.gguf_get_tensor_offset(ctx, i),
+            )
             for i in range(so.gguf_get_n_tensors(ctx))
         )
         return EngineHeader(so.gguf_get_version(ctx), so.gguf_get_n_kv(ctx), so.gguf_get_data_offset(ctx), tensors)

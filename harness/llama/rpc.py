@@ -35,7 +35,7 @@ from functools import cache
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from harness.errors import HarnessError, RpcError
+from harness.errors import RpcError
 
 GGML_BACKEND_DEVICE_TYPE_CPU = 0
 # RPC protocol (ggml-rpc.cpp): HELLO is command 14 "always"; request = cmd byte, u64 size, payload;
@@ -72,8 +72,13 @@ def lib() -> ctypes.CDLL:
     if not rpc_path.exists():
         raise RpcError(f"{rpc_path} not found: llama-cpp-python was built without CMAKE_ARGS=-DGGML_RPC=on")
     so = ctypes.CDLL(os.fspath(rpc_path))
-    so.ggml_backend_rpc_start_server.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
-                                                 ctypes.POINTER(ctypes.c_void_p)]
+    so.ggml_backend_rpc_start_server.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_void_p),
+    ]
     so.ggml_backend_rpc_start_server.restype = None
     so.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
     so.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
@@ -103,8 +108,11 @@ def backend_lib() -> ctypes.CDLL:
     so.ggml_backend_dev_type.restype = ctypes.c_int
     so.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
     so.ggml_backend_dev_description.restype = ctypes.c_char_p
-    so.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                           ctypes.POINTER(ctypes.c_size_t)]
+    so.ggml_backend_dev_memory.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
     so.ggml_backend_dev_memory.restype = None
     return so
 
@@ -118,8 +126,10 @@ def _check_host(host: str) -> None:
     try:
         socket.inet_aton(host)
     except OSError:
-        raise RpcError(f"RPC host {host!r} is not a dotted IPv4 address (llama.cpp's server takes only those; "
-                       f"use 127.0.0.1 or 0.0.0.0)") from None
+        raise RpcError(
+            f"RPC host {host!r} is not a dotted IPv4 address (llama.cpp's server takes only those; "
+            f"use 127.0.0.1 or 0.0.0.0)"
+        ) from None
 
 
 def run_in_this_process(host: str, port: int, threads: int) -> None:
@@ -150,13 +160,17 @@ def probe(host: str, port: int, timeout_s: float = 2.0) -> RpcVersion:
                     break
                 reply += chunk
     except TimeoutError:
-        raise RpcError(f"{host}:{port} accepted a connection but gave no RPC handshake within {timeout_s} s "
-                       f"(busy with another client, or not a llama.cpp RPC server)") from None
+        raise RpcError(
+            f"{host}:{port} accepted a connection but gave no RPC handshake within {timeout_s} s "
+            f"(busy with another client, or not a llama.cpp RPC server)"
+        ) from None
     except OSError as exc:
         raise RpcError(f"cannot connect to an RPC server at {host}:{port}: {exc.strerror or exc}") from None
     if len(reply) != 8 + _HELLO_RSP_SIZE or struct.unpack_from("<Q", reply)[0] != _HELLO_RSP_SIZE:
-        raise RpcError(f"{host}:{port} answered the RPC handshake with {len(reply)} bytes, not a llama.cpp "
-                       f"RPC server of a compatible protocol version")
+        raise RpcError(
+            f"{host}:{port} answered the RPC handshake with {len(reply)} bytes, not a llama.cpp "
+            f"RPC server of a compatible protocol version"
+        )
     return RpcVersion(*reply[8:11])
 
 
@@ -210,9 +224,11 @@ def connect(endpoint: str, timeout_s: float = 5.0) -> tuple[RpcDevice, ...]:
     host, port = split_endpoint(endpoint)
     version = probe(host, port, timeout_s)
     if version.major != RPC_PROTO_MAJOR or version.minor > RPC_PROTO_MINOR:
-        raise RpcError(f"the RPC server at {endpoint} speaks protocol {version.major}.{version.minor}."
-                       f"{version.patch}; this llama.cpp needs {RPC_PROTO_MAJOR}.x with x <= {RPC_PROTO_MINOR} "
-                       f"(run the same llama.cpp version on both hosts)")
+        raise RpcError(
+            f"the RPC server at {endpoint} speaks protocol {version.major}.{version.minor}."
+            f"{version.patch}; this llama.cpp needs {RPC_PROTO_MAJOR}.x with x <= {RPC_PROTO_MINOR} "
+            f"(run the same llama.cpp version on both hosts)"
+        )
     reg = lib().ggml_backend_rpc_add_server(endpoint.encode())
     if not reg:
         raise RpcError(f"the RPC server at {endpoint} reports no devices")
@@ -283,8 +299,10 @@ def serve(host: str = "127.0.0.1", port: int = 50052, threads: int | None = None
                 code = proc.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 continue
-            raise RpcError(f"the RPC server on {host}:{port} exited with status {code} (see its message above; "
-                           f"is the port in use?)")
+            raise RpcError(
+                f"the RPC server on {host}:{port} exited with status {code} (see its message above; "
+                f"is the port in use?)"
+            )
         return 0
     finally:
         if proc is not None:
@@ -300,8 +318,9 @@ class RpcServer:
     handshake, and on exit terminates and reaps it. `server.endpoint` is "host:port".
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, threads: int | None = None,
-                 start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, threads: int | None = None, start_timeout_s: float = 30.0
+    ) -> None:
         _check_host(host)
         self.host = host
         self.port = port
@@ -345,9 +364,14 @@ class RpcServer:
         raise AssertionError("unreachable")
 
     def _start_on(self, port: int) -> None:
-        self._log = tempfile.NamedTemporaryFile(prefix="harness-rpc-", suffix=".log")
-        self.proc = subprocess.Popen(_child_command(self.host, port, self.threads), env=_child_env(),
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = tempfile.NamedTemporaryFile(prefix="harness-rpc-", suffix=".log")  # noqa: SIM115 - lives with the server
+        self.proc = subprocess.Popen(
+            _child_command(self.host, port, self.threads),
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + self.start_timeout_s
         last = ""
         while True:
@@ -355,8 +379,10 @@ class RpcServer:
             if code is not None:
                 log = self.log_text().strip()
                 self.stop()
-                raise RpcError(f"the RPC server on {self.host}:{port} exited with status {code} before serving: "
-                               f"{log[-800:] or 'no output'}")
+                raise RpcError(
+                    f"the RPC server on {self.host}:{port} exited with status {code} before serving: "
+                    f"{log[-800:] or 'no output'}"
+                )
             try:
                 probe(self.host, port, timeout_s=1.0)
                 if self.proc.poll() is None:
@@ -366,8 +392,9 @@ class RpcServer:
                 last = str(exc)
             if time.monotonic() > deadline:
                 self.stop()
-                raise RpcError(f"the RPC server on {self.host}:{port} did not answer within "
-                               f"{self.start_timeout_s} s ({last})")
+                raise RpcError(
+                    f"the RPC server on {self.host}:{port} did not answer within {self.start_timeout_s} s ({last})"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -381,8 +408,9 @@ class RpcServer:
     def __enter__(self) -> RpcServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

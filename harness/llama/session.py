@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from harness.llama.engine import EngineError, EngineReport, Loaded, loaded_model, report_of
 from harness.errors import HarnessError
+from harness.llama.engine import EngineError, EngineReport, Loaded, loaded_model, report_of
 from harness.offload.placement import ContextParams
 from harness.offload.solver import Plan
 
@@ -64,9 +64,16 @@ class Session:
 
     def report(self) -> EngineReport:
         """llama.cpp's own account of the load so far (buffers per device, layers offloaded)."""
-        return report_of(self.path, self.lm.capture, n_gpu_layers=self.plan.n_gpu_layers if self.plan else 0,
-                         devices=self.devices, type_k=self.cp.type_k, type_v=self.cp.type_v, no_alloc=False,
-                         load_s=self.lm.load_s)
+        return report_of(
+            self.path,
+            self.lm.capture,
+            n_gpu_layers=self.plan.n_gpu_layers if self.plan else 0,
+            devices=self.devices,
+            type_k=self.cp.type_k,
+            type_v=self.cp.type_v,
+            no_alloc=False,
+            load_s=self.lm.load_s,
+        )
 
     # -- tokens ------------------------------------------------------------------------------------
 
@@ -113,8 +120,9 @@ class Session:
             ptr = ctypes.cast(base + start * size, ctypes.POINTER(api.llama_token))
             status = api.llama_decode(self.lm.ctx, api.llama_batch_get_one(ptr, n))
             if status != 0:
-                raise EngineError(f"llama_decode failed with status {status}" + (
-                    " (the context is full)" if status == 1 else ""))
+                raise EngineError(
+                    f"llama_decode failed with status {status}" + (" (the context is full)" if status == 1 else "")
+                )
 
     def sampler(self, s: Sampling) -> int:
         chain = self.api.llama_sampler_chain_init(self.api.llama_sampler_chain_default_params())
@@ -127,12 +135,18 @@ class Session:
             self.api.llama_sampler_chain_add(chain, self.api.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
         return chain
 
-    def generate(self, prompt_tokens: list[int], max_tokens: int, sampling: Sampling = Sampling(),
-                 on_piece: Callable[[str], None] | None = None) -> Generation:
+    def generate(
+        self,
+        prompt_tokens: list[int],
+        max_tokens: int,
+        sampling: Sampling = Sampling(),
+        on_piece: Callable[[str], None] | None = None,
+    ) -> Generation:
         """Prompt, then up to max_tokens tokens one at a time. Ctrl-C stops cleanly with what was made."""
         if len(prompt_tokens) >= self.n_ctx:
-            raise HarnessError(f"the prompt has {len(prompt_tokens)} tokens; the context holds {self.n_ctx}: "
-                               "raise --ctx")
+            raise HarnessError(
+                f"the prompt has {len(prompt_tokens)} tokens; the context holds {self.n_ctx}: raise --ctx"
+            )
         self.clear()
         chain = self.sampler(sampling)
         pieces: list[bytes] = []
@@ -190,13 +204,26 @@ def _utf8_prefix(data: bytes) -> int:
 
 
 @contextmanager
-def open_session(path: str, plan: Plan | None, cp: ContextParams, devices: tuple[str, ...] = (),
-                 n_threads: int | None = None) -> Iterator[Session]:
+def open_session(
+    path: str, plan: Plan | None, cp: ContextParams, devices: tuple[str, ...] = (), n_threads: int | None = None
+) -> Iterator[Session]:
     """Load ``path`` with the plan's n_gpu_layers and split on ``devices`` (RPC endpoints; none: local
     GPUs where the engine has CUDA) and yield a Session."""
     ngl = plan.n_gpu_layers if plan else 0
     split = plan.tensor_split if plan and len(devices) > 1 else ()
-    with loaded_model(path, ngl, cp.n_ctx, devices, type_k=cp.type_k, type_v=cp.type_v, flash_attn=cp.flash_attn,
-                      n_batch=cp.n_batch, n_ubatch=cp.n_ubatch, n_seq_max=cp.n_seq_max, n_threads=n_threads,
-                      swa_full=cp.swa_full, tensor_split=split) as lm:
+    with loaded_model(
+        path,
+        ngl,
+        cp.n_ctx,
+        devices,
+        type_k=cp.type_k,
+        type_v=cp.type_v,
+        flash_attn=cp.flash_attn,
+        n_batch=cp.n_batch,
+        n_ubatch=cp.n_ubatch,
+        n_seq_max=cp.n_seq_max,
+        n_threads=n_threads,
+        swa_full=cp.swa_full,
+        tensor_split=split,
+    ) as lm:
         yield Session(lm, cp, plan, path, devices)

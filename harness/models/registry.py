@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.gguf.architecture import ArchSpec
 from harness.errors import ModelNotFoundError, RegistryError
+from harness.gguf.architecture import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class RegistryEntry:
 
     def is_installed(self) -> bool:
         p = self.local_path()
-        return self.file is not None and p.is_file() and (
-            self.size_bytes is None or p.stat().st_size == self.size_bytes)
+        return (
+            self.file is not None and p.is_file() and (self.size_bytes is None or p.stat().st_size == self.size_bytes)
+        )
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,20 @@ class Registry:
         try:
             return self.entries[name]
         except KeyError:
-            raise ModelNotFoundError(f"no model named {name!r} in {self.path}; "
-                                     f"known: {', '.join(sorted(self.entries))}") from None
+            raise ModelNotFoundError(
+                f"no model named {name!r} in {self.path}; known: {', '.join(sorted(self.entries))}"
+            ) from None
 
 
 _ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "description": str, "file": str, "size_bytes": int, "sha256": str, "quant": str, "pypi": dict,
-    "architecture": str, "hf": dict,
+    "description": str,
+    "file": str,
+    "size_bytes": int,
+    "sha256": str,
+    "quant": str,
+    "pypi": dict,
+    "architecture": str,
+    "hf": dict,
 }
 _PYPI_FIELDS = {"chunks_module", "wheel", "member"}
 _ARCH_FIELDS = {f.name: f.type for f in fields(ArchSpec) if f.name != "name"}
@@ -80,8 +88,7 @@ _ARCH_FIELDS = {f.name: f.type for f in fields(ArchSpec) if f.name != "name"}
 def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
     unknown = set(raw) - set(allowed)
     if unknown:
-        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                            f"allowed: {', '.join(allowed)}")
+        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(allowed)}")
     for key, want in allowed.items():
         want = {"int": int, "str": str, "bool": bool}.get(want, want) if isinstance(want, str) else want
         if key in raw and (not isinstance(raw[key], want) or (want is not bool and isinstance(raw[key], bool))):
@@ -93,8 +100,9 @@ def _arch(path: Path, name: str, raw: Any) -> ArchSpec:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where} must be a table")
     _check_types(where, raw, _ARCH_FIELDS)
-    missing = [k for k, f in ((f.name, f) for f in fields(ArchSpec))
-               if k != "name" and k not in raw and f.default is MISSING]
+    missing = [
+        k for k, f in ((f.name, f) for f in fields(ArchSpec)) if k != "name" and k not in raw and f.default is MISSING
+    ]
     if missing:
         raise RegistryError(f"{where}: missing key(s) {', '.join(missing)}")
     return ArchSpec(name=name, **raw)
@@ -112,7 +120,7 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
     hf = None
     if "hf" in raw:
         if set(raw["hf"]) != {"repo", "pattern"} or not all(isinstance(v, str) for v in raw["hf"].values()):
-            raise RegistryError(f"{where}: hf must be {{ repo = \"OWNER/NAME\", pattern = \"GLOB\" }}")
+            raise RegistryError(f'{where}: hf must be {{ repo = "OWNER/NAME", pattern = "GLOB" }}')
         hf = HubSource(**raw["hf"])
     pypi = None
     if "pypi" in raw:
@@ -122,8 +130,17 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
         pypi = PyPISource(**raw["pypi"])
         if not pypi.chunks_module and not (pypi.wheel and pypi.member):
             raise RegistryError(f"{where}: pypi needs chunks_module, or wheel and member")
-    return RegistryEntry(name, raw.get("description", ""), raw.get("file"), raw.get("size_bytes"),
-                         raw.get("sha256"), raw.get("quant"), pypi, raw.get("architecture"), hf)
+    return RegistryEntry(
+        name,
+        raw.get("description", ""),
+        raw.get("file"),
+        raw.get("size_bytes"),
+        raw.get("sha256"),
+        raw.get("quant"),
+        pypi,
+        raw.get("architecture"),
+        hf,
+    )
 
 
 def load_registry(path: Path | None = None) -> Registry:
@@ -142,8 +159,9 @@ def load_registry(path: Path | None = None) -> Registry:
     entries = {name: _entry(path, name, value) for name, value in raw.get("models", {}).items()}
     for e in entries.values():
         if e.architecture is not None and e.architecture not in archs:
-            raise RegistryError(f"{path}: [models.{e.name!r}]: architecture {e.architecture!r} is not in "
-                                f"[architectures]")
+            raise RegistryError(
+                f"{path}: [models.{e.name!r}]: architecture {e.architecture!r} is not in [architectures]"
+            )
     default = raw.get("default", "")
     if default and default not in entries:
         raise RegistryError(f"{path}: default model {default!r} is not an entry")
@@ -164,8 +182,9 @@ def model_path(model: str) -> Path:
         return p
     entry = load_registry().get(model)
     if entry.file is None:
-        raise ModelNotFoundError(f"model {model!r} is known by its architecture only: there is no file to "
-                                 f"read or run here")
+        raise ModelNotFoundError(
+            f"model {model!r} is known by its architecture only: there is no file to read or run here"
+        )
     if not entry.is_installed():
         hint = f"run `harness download {model}`" if entry.pypi else "it has no download source yet"
         raise ModelNotFoundError(f"model {model!r} is not installed at {entry.local_path()}: {hint}")

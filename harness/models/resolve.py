@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from harness.gguf import ggml_types
 from harness.gguf.architecture import build_header
 from harness.gguf.header import ModelHeader
-from harness.models.registry import RegistryEntry, load_registry, names_a_file, model_path
 from harness.gguf.shards import read_header
 from harness.models.hub import downloaded_paths, read_remote_header, registry_uri
+from harness.models.registry import RegistryEntry, load_registry, model_path, names_a_file
 from harness.quant.sizes import at_quant
 
 
@@ -38,7 +38,6 @@ def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
             r = resolve_model(registry_uri(entry))
             return ResolvedModel(model, r.header, entry, True, entry.quant)
     if model.startswith("hf://"):
-
         remote = read_remote_header(model)
         local = downloaded_paths(model, remote.commit)
         if local:  # downloaded and verified: run from the files

@@ -4,24 +4,33 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from harness.gguf import ggml_types
 from harness.errors import HarnessError
+from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
 from harness.offload.placement import ContextParams
 from harness.offload.solver import MAX_GPUS, Device, Host, Plan, gpus_to_fit, solve
-from harness.text import gib
 from harness.quant.sizes import at_quant
+from harness.text import gib
 
-def shortfall_bytes(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams,
-                    margin_fraction: float) -> int:
+
+def shortfall_bytes(
+    header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, margin_fraction: float
+) -> int:
     """How many bytes the devices lack to hold every layer (0 when they can)."""
     full = solve(header, devices, host, cp, n_gpu_layers=header.arch.n_layer + 1, margin_fraction=margin_fraction)
     return sum(max(0, -d.headroom_bytes) for d in full.devices)
 
 
-def suggest(header: ModelHeader, plan: Plan, devices: list[Device], host: Host, cp: ContextParams,
-            margin_fraction: float, gpu_profile: str | None = None,
-            alternatives: dict[str, ModelHeader] | None = None) -> list[str]:
+def suggest(
+    header: ModelHeader,
+    plan: Plan,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    margin_fraction: float,
+    gpu_profile: str | None = None,
+    alternatives: dict[str, ModelHeader] | None = None,
+) -> list[str]:
     """Changes that make everything fit on the devices, smallest first in spirit: context, KV type,
     more GPUs of the same kind, a smaller quant of the same model, a smaller model."""
     if plan.fits_fully or not devices:
@@ -33,8 +42,7 @@ def suggest(header: ModelHeader, plan: Plan, devices: list[Device], host: Host, 
         return p if p.fits_fully else None
 
     short = shortfall_bytes(header, devices, host, cp, margin_fraction)
-    out.append(f"all {plan.n_layers_total} layers need {gib(short)} more than the devices have at "
-               f"--ctx {cp.n_ctx}")
+    out.append(f"all {plan.n_layers_total} layers need {gib(short)} more than the devices have at --ctx {cp.n_ctx}")
     ctx = cp.n_ctx // 2
     while ctx >= 512:
         if fits(header, devices, replace(cp, n_ctx=ctx)):
@@ -51,16 +59,20 @@ def suggest(header: ModelHeader, plan: Plan, devices: list[Device], host: Host, 
         found = gpus_to_fit(header, devices[0], host, cp, margin_fraction, start=len(devices) + 1)
         if found:
             n, p = found
-            out.append(f"--gpus {n}: {n} x {gpu_profile} hold every layer, predicted "
-                       f"{p.predicted_tg_tokens_per_s:.1f} tokens/s generation")
+            out.append(
+                f"--gpus {n}: {n} x {gpu_profile} hold every layer, predicted "
+                f"{p.predicted_tg_tokens_per_s:.1f} tokens/s generation"
+            )
         else:
             out.append(f"even {MAX_GPUS} x {gpu_profile} do not hold every layer")
     out.extend(_smaller_quant(header, devices, host, cp, fits))
     for name, h in (alternatives or {}).items():
         p = fits(h, devices, cp)
         if p:
-            out.append(f"a smaller model: {name} ({gib(h.tensor_bytes)}) fits fully, predicted "
-                       f"{p.predicted_tg_tokens_per_s:.1f} tokens/s")
+            out.append(
+                f"a smaller model: {name} ({gib(h.tensor_bytes)}) fits fully, predicted "
+                f"{p.predicted_tg_tokens_per_s:.1f} tokens/s"
+            )
             break
     return out
 

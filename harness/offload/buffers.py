@@ -20,8 +20,9 @@ from harness.gguf.header import ModelHeader
 from harness.offload.placement import ContextParams, kv_cells, swa_layers
 
 
-def compute_bytes(header: ModelHeader, cp: ContextParams, holds_layers: bool, holds_output: bool,
-                  is_host: bool = False) -> int:
+def compute_bytes(
+    header: ModelHeader, cp: ContextParams, holds_layers: bool, holds_output: bool, is_host: bool = False
+) -> int:
     """Peak compute buffer of one device. The host also keeps the graph inputs (token embeddings
     gathered, positions, the mask) even when every layer is offloaded."""
     a = header.arch
@@ -51,8 +52,9 @@ def compute_bytes(header: ModelHeader, cp: ContextParams, holds_layers: bool, ho
         # a device in the middle of a split: it also holds copies of the graph inputs it needs; fitted on
         # SmolLM2 and Gemma 3 (two RPC devices, 1k-8k context, with and without flash attention)
         ffn = n_ub * ((3 * n_ff + 7 * n_embd) * 4 + (8 if cp.flash_attn else 16) * (n_kv + n_kv_swa))
-        attn = 0 if cp.flash_attn else n_ub * (n_kv * (4 * n_head + 16) + 16 * n_kv_swa
-                                               + int(10.7 * max(n_q, n_embd)) * 4)
+        attn = (
+            0 if cp.flash_attn else n_ub * (n_kv * (4 * n_head + 16) + 16 * n_kv_swa + int(10.7 * max(n_q, n_embd)) * 4)
+        )
         phases.append(max(ffn, attn))
     return max(phases)
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 
 from harness import settings
 from harness.errors import RegistryError
-from concurrent.futures import ThreadPoolExecutor
-
 
 # Prompt processing reaches well under half of the datasheet FLOPs (DESIGN.md section 7): plans count half.
 PP_FLOPS_FRACTION = 0.5
@@ -69,8 +68,9 @@ class Profiles:
         try:
             return self.gpus[key]
         except KeyError:
-            raise RegistryError(f"no GPU profile {key!r}; known: {', '.join(self.gpus)} "
-                                "(or give --budget SIZE)") from None
+            raise RegistryError(
+                f"no GPU profile {key!r}; known: {', '.join(self.gpus)} (or give --budget SIZE)"
+            ) from None
 
     def host(self, key: str) -> HostProfile:
         try:
@@ -87,9 +87,13 @@ def _build(cls: type, path: Path, section: str, key: str, raw: object):
     unknown = set(raw) - set(names)
     missing = set(names) - set(raw)
     if unknown or missing:
-        raise RegistryError(f"{where}: " + "; ".join(
-            ([f"unknown key(s) {', '.join(sorted(unknown))}"] if unknown else [])
-            + ([f"missing key(s) {', '.join(sorted(missing))}"] if missing else [])))
+        raise RegistryError(
+            f"{where}: "
+            + "; ".join(
+                ([f"unknown key(s) {', '.join(sorted(unknown))}"] if unknown else [])
+                + ([f"missing key(s) {', '.join(sorted(missing))}"] if missing else [])
+            )
+        )
     for k, v in raw.items():
         want = {"int": int, "float": (int, float), "str": str}[names[k]]
         if not isinstance(v, want) or isinstance(v, bool):

@@ -118,7 +118,11 @@ def kv_cells(header: ModelHeader, cp: ContextParams) -> KVCells:
     else:
         size, streams = ggml_types.pad(n_ctx // cp.n_seq_max, 256), cp.n_seq_max
     n_swa = header.arch.sliding_window or 0
-    swa = size if cp.swa_full else ggml_types.pad(min(size, n_swa * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
+    swa = (
+        size
+        if cp.swa_full
+        else ggml_types.pad(min(size, n_swa * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
+    )
     return KVCells(size, swa, streams)
 
 
@@ -169,8 +173,13 @@ class Placement:
     duplicated_bytes: int  # tied token_embd copied to the output layer's device
 
 
-def place(header: ModelHeader, n_gpu_layers: int, split: list[float], cp: ContextParams,
-          alignment: dict[int, int] | None = None) -> Placement:
+def place(
+    header: ModelHeader,
+    n_gpu_layers: int,
+    split: list[float],
+    cp: ContextParams,
+    alignment: dict[int, int] | None = None,
+) -> Placement:
     """Weights and KV cache per device. ``alignment`` (device -> bytes) pads each tensor as the
     device's buffer type does (32 for CPU and RPC)."""
     a = header.arch

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from harness.gguf.header import ModelHeader
+from harness.gguf.roles import TOKEN_EMBD, embedding_bytes_not_read
 from harness.offload.buffers import compute_bytes, output_bytes
 from harness.offload.hardware import GPUProfile, HostProfile
-from harness.gguf.roles import TOKEN_EMBD, embedding_bytes_not_read
-from harness.gguf.header import ModelHeader
 from harness.offload.placement import ContextParams, Placement, offloaded_layer_bytes, place
-
 
 # Per-token fixed costs (DESIGN.md: "+ fixed overhead"): what keeps a small model far below its
 # bandwidth bound. Assumptions, not measurements; the bench compares them with measured speed.
@@ -36,11 +35,17 @@ class Device:
     alignment: int = 32
 
     @classmethod
-    def from_profile(cls, p: GPUProfile, index: int = 0, budget_bytes: int | None = None,
-                     reserve_bytes: int | None = None) -> Device:
-        return cls(_numbered_name(p.key, index), p.memory_bytes if budget_bytes is None else budget_bytes,
-                   p.reserve_bytes if reserve_bytes is None else reserve_bytes,
-                   p.effective_bandwidth_bytes_per_s, p.effective_flops, p.link_bytes_per_s)
+    def from_profile(
+        cls, p: GPUProfile, index: int = 0, budget_bytes: int | None = None, reserve_bytes: int | None = None
+    ) -> Device:
+        return cls(
+            _numbered_name(p.key, index),
+            p.memory_bytes if budget_bytes is None else budget_bytes,
+            p.reserve_bytes if reserve_bytes is None else reserve_bytes,
+            p.effective_bandwidth_bytes_per_s,
+            p.effective_flops,
+            p.link_bytes_per_s,
+        )
 
 
 def _numbered_name(kind: str, index: int) -> str:
@@ -143,8 +148,16 @@ def _margin(budget: int, margin_fraction: float) -> int:
     return int(budget * margin_fraction)
 
 
-def evaluate(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, n_gpu_layers: int,
-             split: list[float], margin_fraction: float = 0.0, forced: bool = False) -> Plan:
+def evaluate(
+    header: ModelHeader,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    n_gpu_layers: int,
+    split: list[float],
+    margin_fraction: float = 0.0,
+    forced: bool = False,
+) -> Plan:
     """The memory plan and speed of one n_gpu_layers and split."""
     alignment = {i: d.alignment for i, d in enumerate(devices)}
     p = place(header, n_gpu_layers, split if devices else [], cp, alignment)
@@ -155,27 +168,43 @@ def evaluate(header: ModelHeader, devices: list[Device], host: Host, cp: Context
         n_layers = sum(1 for il in range(n_layer) if p.layer_device[il] == i)
         holds_output = out_dev == i
         used = n_layers > 0 or holds_output
-        plans.append(DevicePlan(
-            d.name, d.budget_bytes, p.weights_bytes.get(i, 0), p.kv_bytes.get(i, 0),
-            compute_bytes(header, cp, n_layers > 0, holds_output) if used else 0,
-            d.reserve_bytes if used else 0, _margin(d.budget_bytes, margin_fraction), n_layers, holds_output))
+        plans.append(
+            DevicePlan(
+                d.name,
+                d.budget_bytes,
+                p.weights_bytes.get(i, 0),
+                p.kv_bytes.get(i, 0),
+                compute_bytes(header, cp, n_layers > 0, holds_output) if used else 0,
+                d.reserve_bytes if used else 0,
+                _margin(d.budget_bytes, margin_fraction),
+                n_layers,
+                holds_output,
+            )
+        )
     host_layers = sum(1 for il in range(n_layer) if p.layer_device[il] == -1)
-    host_plan = HostPlan(p.weights_bytes.get(-1, 0), p.kv_bytes.get(-1, 0),
-                         compute_bytes(header, cp, host_layers > 0, out_dev == -1, is_host=True),
-                         output_bytes(header, cp), host.ram_bytes)
+    host_plan = HostPlan(
+        p.weights_bytes.get(-1, 0),
+        p.kv_bytes.get(-1, 0),
+        compute_bytes(header, cp, host_layers > 0, out_dev == -1, is_host=True),
+        output_bytes(header, cp),
+        host.ram_bytes,
+    )
     tg, pp = predict_speed(header, p, devices, host, cp)
     return Plan(n_gpu_layers, n_layer + 1, tuple(split), tuple(plans), host_plan, cp, tg, pp, forced)
 
 
-def _split_for(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, ngl: int,
-               margin_fraction: float) -> list[float] | None:
+def _split_for(
+    header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, ngl: int, margin_fraction: float
+) -> list[float] | None:
     """Layer counts per device (given to llama.cpp as tensor_split, which then places exactly these
     counts) that put ``ngl`` layers within every budget, filling devices in order; None if none do."""
     if len(devices) == 1:
         return [1.0]
     # the layers offloaded, lowest first, then the output layer (also when ngl is 0: a split is still given)
-    costs = {a: offloaded_layer_bytes(header, cp, a)[header.arch.n_layer + 1 - max(ngl, 1):]
-             for a in {d.alignment for d in devices}}
+    costs = {
+        a: offloaded_layer_bytes(header, cp, a)[header.arch.n_layer + 1 - max(ngl, 1) :]
+        for a in {d.alignment for d in devices}
+    }
     counts = [0] * len(devices)
     used = [0] * len(devices)
     dev = 0
@@ -186,8 +215,11 @@ def _split_for(header: ModelHeader, devices: list[Device], host: Host, cp: Conte
             d = devices[dev]
             cost = costs[d.alignment][k]
             holds_layers = counts[dev] > 0 or not is_output
-            fixed = d.reserve_bytes + _margin(d.budget_bytes, margin_fraction) + compute_bytes(
-                header, cp, holds_layers, is_output)
+            fixed = (
+                d.reserve_bytes
+                + _margin(d.budget_bytes, margin_fraction)
+                + compute_bytes(header, cp, holds_layers, is_output)
+            )
             if used[dev] + cost + fixed <= d.budget_bytes:
                 counts[dev] += 1
                 used[dev] += cost
@@ -198,8 +230,14 @@ def _split_for(header: ModelHeader, devices: list[Device], host: Host, cp: Conte
     return [float(c) for c in counts]
 
 
-def solve(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams,
-          n_gpu_layers: int | None = None, margin_fraction: float = 0.0) -> Plan:
+def solve(
+    header: ModelHeader,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    n_gpu_layers: int | None = None,
+    margin_fraction: float = 0.0,
+) -> Plan:
     """The largest n_gpu_layers whose every device stays within budget (or evaluate a forced one)."""
     total = header.arch.n_layer + 1
     if not devices:
@@ -225,8 +263,9 @@ def solve(header: ModelHeader, devices: list[Device], host: Host, cp: ContextPar
 MAX_GPUS = 16
 
 
-def gpus_to_fit(header: ModelHeader, device: Device, host: Host, cp: ContextParams, margin_fraction: float,
-                start: int = 1) -> tuple[int, Plan] | None:
+def gpus_to_fit(
+    header: ModelHeader, device: Device, host: Host, cp: ContextParams, margin_fraction: float, start: int = 1
+) -> tuple[int, Plan] | None:
     """The fewest copies of ``device`` (from ``start`` up to MAX_GPUS) that hold every layer, and that plan."""
     for n in range(start, MAX_GPUS + 1):
         devices = numbered(device, n)
@@ -240,8 +279,9 @@ def _even(devices: list[Device]) -> list[float]:
     return [1.0] * len(devices)
 
 
-def predict_speed(header: ModelHeader, p: Placement, devices: list[Device], host: Host,
-                  cp: ContextParams) -> tuple[float, float]:
+def predict_speed(
+    header: ModelHeader, p: Placement, devices: list[Device], host: Host, cp: ContextParams
+) -> tuple[float, float]:
     """(generation, prompt) tokens/s. Generation reads every weight once per token where it lives
     (token_embd is a row lookup) plus the KV cache at half the context; devices run one after another.
     Prompt processing is compute-bound, and host-resident weights cross the link once per ubatch
@@ -259,7 +299,7 @@ def predict_speed(header: ModelHeader, p: Placement, devices: list[Device], host
             t_token += n_bytes / bw
     # fixed overhead: kernel launches per layer on a device (~10 ops x ~4 us), a hop per device
     n_layer = header.arch.n_layer
-    for il, d in enumerate(p.layer_device[:n_layer]):
+    for d in p.layer_device[:n_layer]:
         t_token += LAYER_OVERHEAD_S if d != -1 else HOST_LAYER_OVERHEAD_S
     t_token += 20e-6 * (1 + len([d for d in read if d != -1]))
     tg = 1.0 / t_token if t_token > 0 else 0.0

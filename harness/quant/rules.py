@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
 
-from harness.gguf.format import GGMLQuantizationType as T, LlamaFileType as F
-
-from harness.errors import HarnessError, QuantRuleError
+from harness.errors import QuantRuleError
+from harness.gguf.format import GGMLQuantizationType as T
+from harness.gguf.format import LlamaFileType as F
 from harness.gguf.ggml_types import QUANT_SIZES, file_type_by_name, file_type_name
 from harness.gguf.roles import has_tied_output
 
@@ -95,8 +95,10 @@ def file_type(name: str) -> F:
     if ft is None:
         raise QuantRuleError(f"unknown file type {name!r}; known file types: " + ", ".join(FILE_TYPE_NAMES))
     if ft not in DEFAULT_TYPE:
-        raise QuantRuleError(f"llama.cpp cannot quantize to {name!r} (it has no default tensor type for it); "
-                             "known file types: " + ", ".join(FILE_TYPE_NAMES))
+        raise QuantRuleError(
+            f"llama.cpp cannot quantize to {name!r} (it has no default tensor type for it); "
+            "known file types: " + ", ".join(FILE_TYPE_NAMES)
+        )
     return ft
 
 
@@ -106,27 +108,56 @@ _IQ2_GROUP = {F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M,
 _OUTPUT_Q5_K = _IQ2_GROUP | {F.MOSTLY_IQ3_XXS}
 # The token_embd rule (untied embeddings only): file type -> type.
 _TOKEN_EMBD_TYPE: dict[F, T] = {
-    F.MOSTLY_IQ2_XXS: T.Q2_K, F.MOSTLY_IQ2_XS: T.Q2_K, F.MOSTLY_IQ1_S: T.Q2_K, F.MOSTLY_IQ1_M: T.Q2_K,
-    F.MOSTLY_IQ2_S: T.IQ3_S, F.MOSTLY_IQ2_M: T.IQ3_S, F.MOSTLY_IQ3_XXS: T.IQ3_S,
-    F.MOSTLY_TQ1_0: T.Q4_K, F.MOSTLY_TQ2_0: T.Q4_K,
+    F.MOSTLY_IQ2_XXS: T.Q2_K,
+    F.MOSTLY_IQ2_XS: T.Q2_K,
+    F.MOSTLY_IQ1_S: T.Q2_K,
+    F.MOSTLY_IQ1_M: T.Q2_K,
+    F.MOSTLY_IQ2_S: T.IQ3_S,
+    F.MOSTLY_IQ2_M: T.IQ3_S,
+    F.MOSTLY_IQ3_XXS: T.IQ3_S,
+    F.MOSTLY_TQ1_0: T.Q4_K,
+    F.MOSTLY_TQ2_0: T.Q4_K,
 }
 # attn_output of an 8-expert model becomes Q5_K in these files (non-Falcon).
 _ATTN_OUTPUT_8_EXPERT_Q5_K = {
-    F.MOSTLY_Q2_K, F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_XXS, F.MOSTLY_Q3_K_S, F.MOSTLY_Q3_K_M, F.MOSTLY_IQ4_NL,
-    F.MOSTLY_Q4_K_S, F.MOSTLY_Q4_K_M, F.MOSTLY_IQ3_S, F.MOSTLY_IQ3_M, F.MOSTLY_IQ4_XS,
+    F.MOSTLY_Q2_K,
+    F.MOSTLY_IQ3_XS,
+    F.MOSTLY_IQ3_XXS,
+    F.MOSTLY_Q3_K_S,
+    F.MOSTLY_Q3_K_M,
+    F.MOSTLY_IQ4_NL,
+    F.MOSTLY_Q4_K_S,
+    F.MOSTLY_Q4_K_M,
+    F.MOSTLY_IQ3_S,
+    F.MOSTLY_IQ3_M,
+    F.MOSTLY_IQ4_XS,
 }
 # attn_output of a dense non-Falcon model.
 _ATTN_OUTPUT_TYPE: dict[F, T] = {
-    F.MOSTLY_Q2_K: T.Q3_K, F.MOSTLY_IQ3_XXS: T.IQ3_S, F.MOSTLY_Q3_K_M: T.Q4_K,
-    F.MOSTLY_Q3_K_L: T.Q5_K, F.MOSTLY_IQ3_M: T.Q4_K,
+    F.MOSTLY_Q2_K: T.Q3_K,
+    F.MOSTLY_IQ3_XXS: T.IQ3_S,
+    F.MOSTLY_Q3_K_M: T.Q4_K,
+    F.MOSTLY_Q3_K_L: T.Q5_K,
+    F.MOSTLY_IQ3_M: T.Q4_K,
 }
 
 # tensor_type_fallback: a row that does not hold whole blocks of the chosen type demotes it.
 _FALLBACK: dict[T, T] = {
-    T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL,
-    T.IQ2_S: T.IQ4_NL, T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL,
-    T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
-    T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+    T.IQ1_S: T.IQ4_NL,
+    T.IQ1_M: T.IQ4_NL,
+    T.IQ2_XXS: T.IQ4_NL,
+    T.IQ2_XS: T.IQ4_NL,
+    T.IQ2_S: T.IQ4_NL,
+    T.IQ3_XXS: T.IQ4_NL,
+    T.IQ3_S: T.IQ4_NL,
+    T.IQ4_XS: T.IQ4_NL,
+    T.Q2_K: T.Q4_0,
+    T.Q3_K: T.Q4_0,
+    T.TQ1_0: T.Q4_0,
+    T.TQ2_0: T.Q4_0,
+    T.Q4_K: T.Q5_0,
+    T.Q5_K: T.Q5_1,
+    T.Q6_K: T.Q8_0,
 }
 
 # tensor_requires_imatrix: these target types refuse to run without an importance matrix
@@ -149,24 +180,60 @@ def _is_quantized(ggml_type: int) -> bool:
 # contains one of these (norms, MoE routers, tiny convolutions, RWKV's small mixes, T5 bias,
 # multimodal position/patch tensors, audio codebooks) ...
 _KEEP_SUBSTRINGS: tuple[str, ...] = (
-    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
-    "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight",
-    "indexer.k_proj.weight", "indexer.q_proj.weight",
-    "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight",
-    "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight", "time_mix_a0.weight",
-    "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight", "time_mix_g2.weight",
-    "time_mix_decay_w1.weight", "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight",
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_tid2eid.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "indexer.k_proj.weight",
+    "indexer.q_proj.weight",
+    "time_mix_first.weight",
+    "time_mix_w0.weight",
+    "time_mix_w1.weight",
+    "time_mix_w2.weight",
+    "time_mix_v0.weight",
+    "time_mix_v1.weight",
+    "time_mix_v2.weight",
+    "time_mix_a0.weight",
+    "time_mix_a1.weight",
+    "time_mix_a2.weight",
+    "time_mix_g1.weight",
+    "time_mix_g2.weight",
+    "time_mix_decay_w1.weight",
+    "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight",
     "attn_rel_b.weight",
-    ".position_embd", "sam.pos_embd", "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger",
-    "a.rvq.codebook", "mm.a.code_embd",
+    ".position_embd",
+    "sam.pos_embd",
+    "sam.neck.",
+    "sam.net_",
+    ".rel_pos",
+    ".patch_embd",
+    ".patch_merger",
+    "a.rvq.codebook",
+    "mm.a.code_embd",
 )
 # ... or is one of these (BERT's positional embeddings and token types) ...
 _KEEP_NAMES = {"position_embd.weight", "token_types.weight"}
 # ... or, in glm5-next, contains one of these.
 _KEEP_SUBSTRINGS_GLM5_NEXT: tuple[str, ...] = (
-    "hc_", "indexer.attn_q_b", "indexer.attn_k", "indexer.proj", "indexer_compressor_gate",
-    "indexer_compressor_ape", "ssm_f_a.weight", "ssm_f_b.weight", "ssm_g_a.weight", "ssm_g_b.weight",
-    "ssm_beta.weight", "attn_kv_a_mqa.weight", "attn_k_b.weight", "attn_v_b.weight",
+    "hc_",
+    "indexer.attn_q_b",
+    "indexer.attn_k",
+    "indexer.proj",
+    "indexer_compressor_gate",
+    "indexer_compressor_ape",
+    "ssm_f_a.weight",
+    "ssm_f_b.weight",
+    "ssm_g_a.weight",
+    "ssm_g_b.weight",
+    "ssm_beta.weight",
+    "attn_kv_a_mqa.weight",
+    "attn_k_b.weight",
+    "attn_v_b.weight",
 )
 # glm5-next keeps these at Q8_0 or better.
 _Q8_0_FLOOR_GLM5_NEXT = ("attn_q_a", "attn_q_b", "nextn.eh_proj")
@@ -208,8 +275,11 @@ class Category(Enum):
     OTHER = auto()
 
 
-_CATEGORY_NAMES = {"output.weight": Category.OUTPUT, "token_embd.weight": Category.TOKEN_EMBD,
-                   "per_layer_token_embd.weight": Category.TOKEN_EMBD}
+_CATEGORY_NAMES = {
+    "output.weight": Category.OUTPUT,
+    "token_embd.weight": Category.TOKEN_EMBD,
+    "per_layer_token_embd.weight": Category.TOKEN_EMBD,
+}
 # tensor_get_category: the first substring found wins (so "ffn_gate_up_exps" is FFN_UP).
 _CATEGORY_SUBSTRINGS: tuple[tuple[str, Category], ...] = (
     ("attn_qkv.weight", Category.ATTENTION_QKV),
@@ -246,8 +316,9 @@ def visit_order(names: Sequence[str]) -> list[int]:
     """Indices of ``names`` in llama_model_loader's weight_name_comparer order: block, then name.
 
     Names compare as byte strings (std::string's operator<)."""
-    return sorted(range(len(names)),
-                  key=lambda i: (-1 if (b := _block_index(names[i])) is None else b, names[i].encode()))
+    return sorted(
+        range(len(names)), key=lambda i: (-1 if (b := _block_index(names[i])) is None else b, names[i].encode())
+    )
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -297,8 +368,9 @@ class _State:
             if i_layer is None:
                 raise QuantRuleError(f"llama.cpp fails: cannot determine the layer of tensor {name}")
             if not 0 <= i_layer < self.n_layer:
-                raise QuantRuleError(f"llama.cpp fails: bad layer {i_layer} for tensor {name}, "
-                                     f"must be in [0, {self.n_layer})")
+                raise QuantRuleError(
+                    f"llama.cpp fails: bad layer {i_layer} for tensor {name}, must be in [0, {self.n_layer})"
+                )
             return i_layer
         return counter
 
@@ -358,15 +430,11 @@ def _mixture_type(qs: _State, new_type: T, name: str, shape: tuple[int, ...], ft
             new_type = T.Q4_K
         elif ft is F.MOSTLY_IQ3_XXS:
             new_type = T.Q4_K if gqa4 else T.IQ3_XXS if qs.has_imatrix else T.IQ3_S
-        elif ft in (F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_S) and gqa4:
-            new_type = T.Q4_K
-        elif ft is F.MOSTLY_IQ3_M:
+        elif ft in (F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_S) and gqa4 or ft is F.MOSTLY_IQ3_M:
             new_type = T.Q4_K
         elif ft is F.MOSTLY_Q3_K_M:
             new_type = T.Q5_K if qs.i_attention_wv < 2 else T.Q4_K
-        elif ft is F.MOSTLY_Q3_K_L:
-            new_type = T.Q5_K
-        elif ft in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and gqa4:
+        elif ft is F.MOSTLY_Q3_K_L or ft in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and gqa4:
             new_type = T.Q5_K
         elif ft in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and _use_more_bits(qs.i_attention_wv, qs.n_attention_wv):
             new_type = T.Q6_K
@@ -401,17 +469,20 @@ def _mixture_type(qs: _State, new_type: T, name: str, shape: tuple[int, ...], ft
             new_type = T.Q4_K if first_eighth else T.Q3_K
         elif ft is F.MOSTLY_Q3_K_M:
             # sic: "arch != FALCON || use_more_bits" makes every non-Falcon layer Q4_K
-            new_type = (T.Q5_K if i_layer < n_layer // 16
-                        else T.Q4_K if not falcon or _use_more_bits(i_layer, n_layer)
-                        else T.Q3_K)
+            new_type = (
+                T.Q5_K
+                if i_layer < n_layer // 16
+                else T.Q4_K
+                if not falcon or _use_more_bits(i_layer, n_layer)
+                else T.Q3_K
+            )
         elif ft is F.MOSTLY_IQ3_M and (first_eighth or (qs.n_expert == 8 and _use_more_bits(i_layer, n_layer))):
             new_type = T.Q4_K
         elif ft is F.MOSTLY_Q3_K_L:
             new_type = T.Q4_K if falcon else T.Q5_K
         elif ft is F.MOSTLY_Q4_K_M:
             if falcon:
-                new_type = (T.Q6_K if i_layer < n_layer // 16
-                            else T.Q5_K if _use_more_bits(i_layer, n_layer) else T.Q4_K)
+                new_type = T.Q6_K if i_layer < n_layer // 16 else T.Q5_K if _use_more_bits(i_layer, n_layer) else T.Q4_K
             elif _use_more_bits(i_layer, n_layer):
                 new_type = T.Q6_K
         elif first_eighth and ft in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and not qs.has_imatrix:
@@ -456,8 +527,10 @@ def _fallback(name: str, ncols: int, target: T) -> tuple[T, bool]:
     elif _block(target) <= 32:
         result = target  # already a 32-block type: only F16 is left, below
     else:
-        raise QuantRuleError(f"llama.cpp fails on tensor {name}: its rows of {ncols} are not a multiple of "
-                             f"{_block(target)} (required for {target.name}) and {target.name} has no fallback")
+        raise QuantRuleError(
+            f"llama.cpp fails on tensor {name}: its rows of {ncols} are not a multiple of "
+            f"{_block(target)} (required for {target.name}) and {target.name} has no fallback"
+        )
     if ncols % _block(result):
         result = T.F16  # "must use F16 due to unusual shape"
     return result, True
@@ -479,8 +552,9 @@ class TypePlan:
         return sum(self.fallback)
 
 
-def plan(tensors: Sequence[_Tensor], arch: _Arch, ftype_name: str, has_imatrix: bool,
-         check_imatrix: bool = True) -> TypePlan:
+def plan(
+    tensors: Sequence[_Tensor], arch: _Arch, ftype_name: str, has_imatrix: bool, check_imatrix: bool = True
+) -> TypePlan:
     """The type llama.cpp's quantizer gives each tensor of a model quantized to ``ftype_name``.
 
     Tensors that llama.cpp does not quantize (1-d, norms, routers, ...) keep their ``ggml_type``;
@@ -521,9 +595,11 @@ def plan(tensors: Sequence[_Tensor], arch: _Arch, ftype_name: str, has_imatrix: 
         exempt = cats[i] is Category.OUTPUT or t.name in ("token_embd.weight", "per_layer_token_embd.weight")
         needs[i] = not exempt and (new_type in _NEEDS_IMATRIX or (new_type is T.Q2_K and ft is F.MOSTLY_Q2_K_S))
         if needs[i] and check_imatrix and not has_imatrix:
-            raise QuantRuleError(f"llama.cpp refuses {ftype_name} without an importance matrix: tensor "
-                                 f"{t.name} would be {new_type.name}; compute one with llama-imatrix "
-                                 "or predict with an imatrix")
+            raise QuantRuleError(
+                f"llama.cpp refuses {ftype_name} without an importance matrix: tensor "
+                f"{t.name} would be {new_type.name}; compute one with llama-imatrix "
+                "or predict with an imatrix"
+            )
     return TypePlan(tuple(types), tuple(fallback), tuple(needs))
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from harness.gguf.format import Keys
-
+from harness.errors import HarnessError
 from harness.gguf import ggml_types
+from harness.gguf.format import Keys
 from harness.gguf.header import ModelHeader, TypeTotal, model_header, totals_by_type
 from harness.gguf.reader import KeyValue, TensorInfo
 from harness.quant.rules import file_type, plan
-from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ def predict(header: ModelHeader, ftype_name: str, has_imatrix: bool = False) -> 
     types = plan(header.tensors, header.arch, ftype_name, has_imatrix)
     tensors = tuple(
         PredictedTensor(t.name, t.shape, ggml_type, ggml_types.tensor_nbytes(t.shape, ggml_type), fell_back)
-        for t, ggml_type, fell_back in zip(header.tensors, types.types, types.fallback))
+        for t, ggml_type, fell_back in zip(header.tensors, types.types, types.fallback)
+    )
     totals = totals_by_type((t.ggml_type, t.n_bytes, src.n_elements) for t, src in zip(tensors, header.tensors))
     n_params = header.n_params
     name = ggml_types.file_type_name(quant)
@@ -78,6 +78,7 @@ def predict(header: ModelHeader, ftype_name: str, has_imatrix: bool = False) -> 
 @dataclass(frozen=True)
 class SizeRow:
     """One row of `harness sizes`: a prediction, or why llama.cpp would refuse that quant."""
+
     quant: str
     prediction: QuantPrediction | None
     refused: str | None  # llama.cpp's reason when it would not produce this quant
@@ -85,8 +86,9 @@ class SizeRow:
     fits_budget: bool | None  # None when no budget was given
 
 
-def size_rows(header: ModelHeader, quants: list[str], imatrix: bool | None, current: str | None,
-              budget_bytes: int | None = None) -> list[SizeRow]:
+def size_rows(
+    header: ModelHeader, quants: list[str], imatrix: bool | None, current: str | None, budget_bytes: int | None = None
+) -> list[SizeRow]:
     """Predict each quant. ``imatrix`` None means as llama.cpp is run for that type: with an importance
     matrix exactly where it refuses to run without one (see needs_imatrix)."""
     rows = []
@@ -119,8 +121,17 @@ def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
     shard = header.shards[0]
     metadata = dict(shard.metadata)
     ftype = int(file_type(quant))
-    metadata[Keys.General.FILE_TYPE] = replace(metadata[Keys.General.FILE_TYPE], value=ftype) \
-        if Keys.General.FILE_TYPE in metadata else KeyValue(Keys.General.FILE_TYPE, 4, 0, ftype)
-    virtual = replace(shard, name=f"{shard.name}@{quant}", file_bytes=offset, data_bytes=offset,
-                      metadata=metadata, tensors=tuple(tensors))
+    metadata[Keys.General.FILE_TYPE] = (
+        replace(metadata[Keys.General.FILE_TYPE], value=ftype)
+        if Keys.General.FILE_TYPE in metadata
+        else KeyValue(Keys.General.FILE_TYPE, 4, 0, ftype)
+    )
+    virtual = replace(
+        shard,
+        name=f"{shard.name}@{quant}",
+        file_bytes=offset,
+        data_bytes=offset,
+        metadata=metadata,
+        tensors=tuple(tensors),
+    )
     return model_header([virtual])

@@ -50,7 +50,8 @@ print(json.dumps(verdicts))
 def engine_accepts(paths: list[Path]) -> dict[str, bool]:
     """Whether llama.cpp's gguf_init_from_file (no_alloc) accepts each file. Run in a child process
     so that an abort inside llama.cpp cannot take the test session down with it."""
-    r = subprocess.run([sys.executable, "-c", _ACCEPTS_SCRIPT, *map(str, paths)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _ACCEPTS_SCRIPT, *map(str, paths)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, f"llama.cpp's parser crashed: {r.stderr[-2000:]}"
     return json.loads(r.stdout)

@@ -74,7 +74,9 @@ class FakeHub:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def _error(self, h: BaseHTTPRequestHandler, status: int, code: str | None = None, extra: dict | None = None) -> None:
+    def _error(
+        self, h: BaseHTTPRequestHandler, status: int, code: str | None = None, extra: dict | None = None
+    ) -> None:
         h.send_response(status)
         if code:
             h.send_header("X-Error-Code", code)
@@ -88,8 +90,13 @@ class FakeHub:
 
         if not any(r == repo for r, _ in self.files):
             return self._error(h, 404, "RepoNotFound")
-        body = json.dumps([{"type": "file", "path": path, "size": p.stat().st_size, "oid": "0" * 40}
-                           for (r, path), p in sorted(self.files.items()) if r == repo]).encode()
+        body = json.dumps(
+            [
+                {"type": "file", "path": path, "size": p.stat().st_size, "oid": "0" * 40}
+                for (r, path), p in sorted(self.files.items())
+                if r == repo
+            ]
+        ).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))

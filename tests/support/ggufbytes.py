@@ -16,8 +16,19 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 
-FMT = {V.UINT8: "B", V.INT8: "b", V.UINT16: "H", V.INT16: "h", V.UINT32: "I", V.INT32: "i",
-       V.FLOAT32: "f", V.BOOL: "B", V.UINT64: "Q", V.INT64: "q", V.FLOAT64: "d"}
+FMT = {
+    V.UINT8: "B",
+    V.INT8: "b",
+    V.UINT16: "H",
+    V.INT16: "h",
+    V.UINT32: "I",
+    V.INT32: "i",
+    V.FLOAT32: "f",
+    V.BOOL: "B",
+    V.UINT64: "Q",
+    V.INT64: "q",
+    V.FLOAT64: "d",
+}
 
 
 def u32(v: int) -> bytes:
@@ -73,8 +84,13 @@ class Tensor:
 
     def info(self, offset: int) -> bytes:
         n_dims = len(self.shape) if self.n_dims is None else self.n_dims
-        return (gstr(self.name) + u32(n_dims) + b"".join(u64(d) for d in self.shape)
-                + struct.pack("<i", self.ttype) + u64((offset if self.offset is None else self.offset) % (1 << 64)))
+        return (
+            gstr(self.name)
+            + u32(n_dims)
+            + b"".join(u64(d) for d in self.shape)
+            + struct.pack("<i", self.ttype)
+            + u64((offset if self.offset is None else self.offset) % (1 << 64))
+        )
 
 
 @dataclass
@@ -89,9 +105,12 @@ class Model:
     with_data: bool = True
 
     def header(self) -> bytes:
-        out = [self.magic, u32(self.version),
-               u64(len(self.tensors) if self.n_tensors is None else self.n_tensors),
-               u64(len(self.kvs) if self.n_kv is None else self.n_kv)]
+        out = [
+            self.magic,
+            u32(self.version),
+            u64(len(self.tensors) if self.n_tensors is None else self.n_tensors),
+            u64(len(self.kvs) if self.n_kv is None else self.n_kv),
+        ]
         out += self.kvs
         offset = 0
         for t in self.tensors:
@@ -133,9 +152,11 @@ def base_kvs(arch: str = "llama", n_layer: int = 2, extra: list[bytes] | None = 
 def base_tensors(n_layer: int = 2) -> list[Tensor]:
     ts = [Tensor("token_embd.weight", (64, 5), T.F16)]
     for i in range(n_layer):
-        ts += [Tensor(f"blk.{i}.attn_norm.weight", (64,), T.F32),
-               Tensor(f"blk.{i}.attn_q.weight", (64, 64), T.Q8_0),
-               Tensor(f"blk.{i}.ffn_up.weight", (64, 128), T.Q4_0)]
+        ts += [
+            Tensor(f"blk.{i}.attn_norm.weight", (64,), T.F32),
+            Tensor(f"blk.{i}.attn_q.weight", (64, 64), T.Q8_0),
+            Tensor(f"blk.{i}.ffn_up.weight", (64, 128), T.Q4_0),
+        ]
     ts += [Tensor("output_norm.weight", (64,), T.F32)]
     return ts
 

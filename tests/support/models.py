@@ -36,5 +36,4 @@ def real_model(name: str) -> Path:
     try:
         return model_path(name)
     except HarnessError as exc:
-        pytest.fail(f"{exc}: a test that reads a real model must be marked `real_model` "
-                    f"(`make models` installs them)")
+        pytest.fail(f"{exc}: a test that reads a real model must be marked `real_model` (`make models` installs them)")

@@ -21,9 +21,18 @@ def add_raw_tensor(w: GGUFWriter, name: str, shape: tuple[int, ...], ttype: T, s
     w.add_tensor(name, data.reshape(byte_shape), raw_shape=byte_shape, raw_dtype=ttype)
 
 
-def write_llama(path: Path, n_layer: int = 3, n_embd: int = 256, n_head: int = 8, n_head_kv: int = 2,
-                n_ff: int = 512, n_vocab: int = 64, qtype: T = T.Q4_K, split_max_tensors: int = 0,
-                extra_kv: dict | None = None) -> list[Path]:
+def write_llama(
+    path: Path,
+    n_layer: int = 3,
+    n_embd: int = 256,
+    n_head: int = 8,
+    n_head_kv: int = 2,
+    n_ff: int = 512,
+    n_vocab: int = 64,
+    qtype: T = T.Q4_K,
+    split_max_tensors: int = 0,
+    extra_kv: dict | None = None,
+) -> list[Path]:
     """A llama-shaped model; returns the file(s) written (several with split_max_tensors)."""
     w = GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
     w.add_name("synthetic llama")
