@@ -1,10 +1,6 @@
-"""llama-bench's method through the planned split: warm-up, repeated pp and tg, mean ± stddev.
-
-pp: a prompt of n_prompt random tokens decoded in n_batch batches; tg: n_gen tokens decoded one at a
-time; the KV cache is cleared before each repetition; tokenization and sampling are not timed. In the
-same run, a bare llama-cpp-python decode loop on the same context (the overhead baseline) is
-measured interleaved with the harness's own, so their ratio survives a noisy machine.
-"""
+"""`harness bench` as a library call: plan for this machine, load that way, time it (harness.llama.bench_loop),
+and report llama-bench-style records with the prediction beside each measurement; for a model that cannot
+run here, the exact plan on the target and what it would take."""
 
 from __future__ import annotations
 

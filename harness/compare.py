@@ -9,7 +9,6 @@ target and on more GPUs; nothing measured is made up (null).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -18,19 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.bench import run_bench
-from harness.errors import HarnessError
 from harness.gguf.shards import read_header
-from harness.llama.engine import LogCapture, captured_log
-from harness.llama.imatrix import ImportanceMatrix, compute, quantize_params_imatrix
+from harness.llama.bench_loop import run_bench
+from harness.llama.imatrix import ImportanceMatrix, compute
 from harness.llama.quality import default_text, measure
+from harness.llama.quantizer import quantize
 from harness.llama.session import open_session
 from harness.models.assets import atomic_output
 from harness.models.resolve import resolve_model
 from harness.offload.placement import ContextParams
 from harness.offload.solver import gpus_to_fit, solve
 from harness.plan import context_of, target_devices, target_host
-from harness.quant.rules import file_type
 from harness.quant.sizes import at_quant, needs_imatrix, predict
 
 DEFAULT_QUANTS = ("Q8_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")
@@ -112,30 +109,11 @@ def importance_matrix(source: Path, text: str | None, log: Callable[[str], None]
 
 
 def build_variant(source: Path, quant: str, log: Callable[[str], None], imatrix=None) -> Path:
-    """llama.cpp's quantizer, from ``source`` (requantizing if it is quantized), cached; written to a
-    temporary name and renamed when complete."""
-    import llama_cpp
-
+    """llama.cpp's quantizer, from ``source`` (requantizing if it is quantized), cached."""
     target = _variant_path(source, quant + ("-imatrix" if imatrix is not None else ""))
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type(quant))  # gguf's LlamaFileType values are llama.cpp's LLAMA_FTYPE_*
-    params.allow_requantize = True
-    keep: list = []
-    if imatrix is not None:
-        params.imatrix = ctypes.cast(quantize_params_imatrix(imatrix, keep), type(params.imatrix))
-    log(f"{quant}: quantizing {source.name} with llama.cpp" + (" and the importance matrix" if imatrix else ""))
-    capture = LogCapture()
-    with captured_log(capture):
-        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
-    if rc != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        reasons = "; ".join(capture.errors()[:3]) or "no reason logged"
-        raise HarnessError(f"llama.cpp could not quantize {source.name} to {quant}: {reasons}")
-    tmp.replace(target)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        quantize(source, target, quant, imatrix, log)
     return target
 
 
