@@ -4,26 +4,32 @@ run here, the exact plan on the target and what it would take."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.errors import CannotRunHere, WontFitError
+from harness import settings
+from harness.errors import CannotRunHere, EngineError, ModelNotFoundError, UsageError, WontFitError
+from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
 from harness.gguf.roles import embedding_bytes_not_read
 from harness.llama.bench_loop import TestResult, peak_rss_bytes, run_bench
 from harness.llama.engine import EngineReport
 from harness.llama.session import open_session
 from harness.models.assets import atomic_output
-from harness.models.resolve import resolve_model
+from harness.models.hub import DOWNLOADS, cached_name, parse_uri, registry_uri, repo_folder, shard_files
+from harness.models.hub import download as hub_download
+from harness.models.resolve import ResolvedModel, resolve_model
 from harness.offload.hardware import host_ram_bytes, measure_host_read_bandwidth
 from harness.offload.solver import Plan, solve
 from harness.plan import context_of, make_plan, target_devices, target_host
-from harness.run import check_runnable
+from harness.run import check_runnable, predicted_memory_bytes
 from harness.text import gib, render_plan, table
 
 
@@ -89,8 +95,7 @@ def records(b: BenchResult) -> list[dict]:
             "bytes_per_token": b.bytes_per_token,
             "bound_tg_tokens_per_s": round(bound, 3) if bound else None,
             "bound_fraction": round(t.avg_ts / bound, 4) if bound and t.n_gen else None,
-            "memory_predicted": {d.name: d.weights_bytes + d.kv_bytes + d.compute_bytes for d in b.plan.devices}
-            | {"host": b.plan.host.weights_bytes + b.plan.host.kv_bytes + b.plan.host.compute_bytes},
+            "memory_predicted": predicted_memory_bytes(b.plan),
             "memory_actual": {x.name: x.total_bytes for x in b.report.buffers},
         }
         out.append(rec)
@@ -98,13 +103,28 @@ def records(b: BenchResult) -> list[dict]:
 
 
 def bench_model(
-    req, reps: int, n_prompt: int, n_gen: int, n_threads: int | None, force: bool, progress: Callable[[str], None]
+    req,
+    reps: int,
+    n_prompt: int,
+    n_gen: int,
+    n_threads: int | None,
+    force: bool,
+    progress: Callable[[str], None],
+    download: bool = False,
+    download_progress: Callable[[int, int], None] | None = None,
 ) -> BenchResult:
-    """Plan ``req`` (a planning.PlanRequest) for this machine, load it that way, and bench it."""
+    """Plan ``req`` (a planning.PlanRequest) for this machine, load it that way, and bench it.
 
+    A model with no file here (a registry entry known by its architecture only, an hf:// name not
+    downloaded) is benched when it would run here and ``download`` fetches it from the Hub first;
+    otherwise the error says what it would take (CannotRunHere) or which download makes it runnable
+    (ModelNotFoundError)."""
+
+    check_tests(reps, n_prompt, n_gen)
     resolved = resolve_model(req.model)
     if resolved.virtual:
-        raise CannotRunHere(what_it_would_take(req, resolved))
+        resolved = _download_to_bench(req, resolved, force, download, progress, download_progress)
+    check_tests(reps, n_prompt, n_gen, context_of(req, resolved.header).n_ctx)
     progress("measuring this host's memory bandwidth")
     host_bw = measure_host_read_bandwidth()
     result = make_plan(replace(req, local=True, host_profile="this"), resolved)
@@ -135,12 +155,97 @@ def bench_model(
     )
 
 
+def check_tests(reps: int, n_prompt: int, n_gen: int, n_ctx: int | None = None) -> None:
+    """Refuse a bench that cannot run, before anything is loaded: no test, no repetition, or a test longer
+    than the context (llama.cpp pads n_ctx up to a multiple of 256, and each test starts from an empty one)."""
+    if reps < 1:
+        raise UsageError(f"--reps {reps}: each test runs at least once (after its warm-up)")
+    if n_prompt < 0 or n_gen < 0:
+        raise UsageError(f"--pp {n_prompt} --tg {n_gen}: token counts are 0 (skip the test) or more")
+    if n_prompt == n_gen == 0:
+        raise UsageError("--pp 0 --tg 0: nothing to bench; give --pp or --tg more than 0 tokens")
+    longest = max(n_prompt, n_gen)
+    if n_ctx is not None and longest > ggml_types.pad(n_ctx, 256):
+        raise UsageError(f"a test of {longest} tokens does not fit --ctx {n_ctx}: raise --ctx, or lower --pp/--tg")
+
+
+def _download_to_bench(
+    req, resolved: ResolvedModel, force: bool, download: bool, progress, download_progress
+) -> ResolvedModel:
+    """A model with no file here (a registry entry known by its architecture, an hf:// header read over
+    HTTP): when it would run here, the download that makes it runnable, fetched when ``download`` (the
+    downloaded file is then what is benched); when it would not, what it would take."""
+    try:
+        local = make_plan(replace(req, local=True), resolved).plan
+        check_runnable(local, force)
+    except (WontFitError, EngineError):  # too big for this machine, or no engine here to run anything
+        raise CannotRunHere(what_it_would_take(req, resolved)) from None
+    here = (
+        f"{local.verdict}, n_gpu_layers {local.n_gpu_layers} of {local.n_layers_total}, the host holding "
+        f"{gib(local.host.total_bytes)} of its {gib(local.host.ram_bytes)} RAM"
+    )
+    entry = resolved.entry
+    if req.model.startswith("hf://"):
+        n_bytes = resolved.header.file_bytes
+        source = f"{req.model}: {n_bytes:,} bytes ({gib(n_bytes)})"
+        repo = parse_uri(req.model).repo
+        names = {cached_name(f.filename) for f in shard_files(parse_uri(req.model))}
+
+        def is_ours(name: str) -> bool:
+            return name in names
+
+        what = "is not downloaded"
+    elif entry is not None and entry.hf is not None:
+        n_bytes = resolved.header.tensor_bytes
+        source = (
+            f"hf://{entry.hf.repo}, the file matching {entry.hf.pattern!r}: {n_bytes:,} bytes of tensors "
+            f"({gib(n_bytes)}) plus its header"
+        )
+        repo = entry.hf.repo
+
+        def is_ours(name: str) -> bool:
+            return fnmatch.fnmatch(name.rsplit("--", 1)[-1], entry.hf.pattern)
+
+        what = "is known by its architecture only and not downloaded"
+    else:
+        raise ModelNotFoundError(
+            f"{req.model} would run here ({here}), but it is known by its architecture only and the registry "
+            f"names no download for it: give its entry an hf source, or bench a GGUF file by its path"
+        )
+    if not download:
+        raise ModelNotFoundError(
+            f"{req.model} {what}, but it would run here ({here}): `harness bench {req.model} --download` "
+            f"fetches it from {source}, then benches it"
+        )
+    _check_disk_for(req.model, repo, is_ours, n_bytes)
+    progress(f"downloading {req.model} from {source}")
+    uri = req.model if req.model.startswith("hf://") else registry_uri(entry)
+    files = hub_download(uri, progress=download_progress)
+    return resolve_model(os.fspath(files[0].path))
+
+
+def _check_disk_for(name: str, repo: str, is_ours: Callable[[str], bool], n_bytes: int) -> None:
+    """Refuse a download the cache's disk cannot hold; what is already there of it, whole or partial
+    (``is_ours`` of its name in the cache), counts."""
+    folder = repo_folder(DOWNLOADS, repo)
+    have = sum(p.stat().st_size for p in folder.glob("*/*") if p.is_file() and is_ours(p.name.removesuffix(".part")))
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if n_bytes - have > free:
+        raise WontFitError(
+            f"{name} needs {gib(n_bytes - have)} more on the disk of {settings.cache_dir()}, which has "
+            f"{gib(free)} free (HARNESS_CACHE_DIR moves the cache)"
+        )
+
+
 def what_it_would_take(req, resolved) -> str:
     """For a model that cannot run here: the exact plan on the target GPU, the alternatives, the download."""
 
     target_req = replace(req, local=False, host_ram_bytes=req.host_ram_bytes or 0)
     target = make_plan(target_req, resolved)
-    host, cp = target_host(target_req), context_of(target_req)
+    host, cp = target_host(target_req), context_of(target_req, resolved.header)
     lines = [f"{req.model} cannot run on this machine. On the target:", "", render_plan(target), ""]
     rows = []
     for n in (1, 2, 4, 8, 16):
@@ -173,9 +278,12 @@ def what_it_would_take(req, resolved) -> str:
 def write_results(out_dir: str, recs: list[dict], md: str) -> None:
     """results.json, results.jsonl (one record a line) and results.md (``md``, the CLI's table) in ``out_dir``."""
     d = Path(out_dir)
-    with atomic_output(d / "results.json") as f:
-        f.write(json.dumps(recs, indent=2).encode())
-    with atomic_output(d / "results.jsonl") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in recs).encode())
-    with atomic_output(d / "results.md") as f:
-        f.write((md + "\n").encode())
+    try:
+        with atomic_output(d / "results.json") as f:
+            f.write(json.dumps(recs, indent=2).encode())
+        with atomic_output(d / "results.jsonl") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in recs).encode())
+        with atomic_output(d / "results.md") as f:
+            f.write((md + "\n").encode())
+    except OSError as exc:  # the disk filled, the folder went away while the bench ran
+        raise UsageError(f"--out {out_dir}: cannot write the results: {exc.strerror or exc}") from None

@@ -95,7 +95,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (3, "model not found: not a path, not in the registry, or not installed"),
     (4, "invalid registry or hardware profiles (models.toml, hardware.toml)"),
     (5, "a packaged model could not be fetched, assembled or verified"),
-    (6, "llama.cpp refused to load the model or create its context (its own reason follows)"),
+    (6, "llama.cpp refused to load the model or create its context, or aborted (its own reason follows)"),
     (7, "the Hugging Face Hub refused or failed"),
     (10, "the model does not fit or cannot run here (bench prints what it would take)"),
     (INTERNAL_ERROR_EXIT_CODE, "internal error: a bug of ours"),

@@ -3,21 +3,29 @@ and the CLI)."""
 
 from __future__ import annotations
 
+import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.errors import HarnessError, UsageError
 from harness.llama.engine import load_and_report, local_gpus
-from harness.llama.rpc import device_name, endpoint_of
+from harness.llama.rpc import RpcServer, device_name, endpoint_of
+from harness.llama.rpc import lib as rpc_library
 from harness.models.registry import load_registry
 from harness.models.resolve import architecture_header, resolve_model
 from harness.offload.advice import suggest
 from harness.offload.hardware import host_ram_bytes, load_profiles, measured_host_profile
 from harness.offload.placement import ContextParams, kv_type_needs_flash_attn
-from harness.offload.solver import Device, Host, Plan, numbered, solve
-from harness.text import parse_size
+from harness.offload.solver import MAX_GPUS, Device, Host, Plan, numbered, solve
+from harness.text import human_bytes, parse_size
 
 DEFAULT_GPU = "a100-40gb"
+# The ranges a request must lie in, as llama.cpp takes the values (llama_context_params, llama_model_params).
+MAX_N_CTX = 2**32 - 1  # n_ctx is a uint32_t; 0 means the model's training context (n_ctx_train)
+MAX_N_UBATCH = ContextParams.n_batch  # llama.cpp clamps n_ubatch to n_batch, which the plans keep at 2048
+MAX_N_GPU_LAYERS = 2**31 - 1  # an int32_t; more than n_layer + 1 offloads every layer
+MAX_LOOPBACK_SERVERS = 8  # --verify --budget: a child process each
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,46 @@ class PlanRequest:
     local: bool = False  # plan for the devices this machine really has (run/bench), not a named profile
     remote: bool = False  # read a registry entry's real header from the Hub
 
+    def __post_init__(self) -> None:
+        """Refuse what no plan can be made for, naming the option that carries it (the CLI's types refuse
+        the same values first; a library caller gets this UsageError)."""
+
+        def check(ok: bool, option: str, value: object, want: str) -> None:
+            if not ok:
+                raise UsageError(f"{option} {value}: {want}")
+
+        check(
+            0 <= self.n_ctx <= MAX_N_CTX,
+            "--ctx",
+            self.n_ctx,
+            f"a context length is 0..{MAX_N_CTX:,} tokens (0: the model's training context)",
+        )
+        check(
+            1 <= self.n_ubatch <= MAX_N_UBATCH,
+            "--ubatch",
+            self.n_ubatch,
+            f"a micro-batch is 1..{MAX_N_UBATCH} tokens (llama.cpp uses at most n_batch, {MAX_N_UBATCH})",
+        )
+        check(1 <= self.gpus <= MAX_GPUS, "--gpus", self.gpus, f"llama.cpp takes 1..{MAX_GPUS} devices")
+        check(
+            math.isfinite(self.margin_fraction) and 0 <= self.margin_fraction < 1,
+            "--margin",
+            self.margin_fraction,
+            "a safety margin is a fraction of each budget, at least 0 and below 1",
+        )
+        check(
+            self.n_gpu_layers is None or 0 <= self.n_gpu_layers <= MAX_N_GPU_LAYERS,
+            "--n-gpu-layers",
+            self.n_gpu_layers,
+            "a layer count is 0 or more",
+        )
+        for option, n_bytes in (
+            ("--budget", self.budget_bytes),
+            ("--host-ram", self.host_ram_bytes),
+            ("--reserve", self.reserve_bytes),
+        ):
+            check(n_bytes is None or n_bytes >= 0, option, n_bytes, "a size is 0 bytes or more")
+
 
 @dataclass(frozen=True)
 class Actual:
@@ -48,10 +96,11 @@ class Actual:
     weights_bytes: int
     kv_bytes: int
     compute_bytes: int
+    output_bytes: int = 0  # the logits buffer: in a host buffer, as the plan's host total counts it
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.compute_bytes
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
 
 
 @dataclass(frozen=True)
@@ -70,6 +119,9 @@ def _rpc_device(spec: str) -> tuple[Device, str]:
     endpoint, sep, size = spec.partition("=")
     if not sep or ":" not in endpoint:
         raise UsageError(f"--rpc {spec!r}: write HOST:PORT=SIZE, e.g. 127.0.0.1:50052=8GiB")
+    port = endpoint.rpartition(":")[2]
+    if not (port.isdecimal() and 1 <= int(port) <= 65535):
+        raise UsageError(f"--rpc {spec!r}: the port must be a number in 1..65535, not {port!r}")
     try:
         budget = parse_size(size)
     except ValueError as exc:
@@ -107,6 +159,8 @@ def target_devices(req: PlanRequest) -> tuple[list[Device], list[str], str | Non
             gpu_key = req.gpu or DEFAULT_GPU
             base = Device.from_profile(profiles.gpu(gpu_key), 0, reserve_bytes=req.reserve_bytes)
         devices = numbered(base, req.gpus, gpu_key or "gpu") + devices
+    if len(devices) > MAX_GPUS:
+        raise UsageError(f"{len(devices)} offload devices: llama.cpp takes at most {MAX_GPUS} (llama_max_devices)")
     return devices, endpoints, gpu_key
 
 
@@ -117,10 +171,17 @@ def target_host(req: PlanRequest) -> Host:
     return Host.from_profile(load_profiles().host(req.host_profile), ram)
 
 
-def context_of(req: PlanRequest) -> ContextParams:
+def context_of(req: PlanRequest, header=None) -> ContextParams:
+    """The context ``req`` asks for; --ctx 0 is the model's training context, as llama.cpp takes n_ctx 0
+    (llama-context.cpp: ``params.n_ctx == 0 ? hparams.n_ctx_train``), so ``header`` is needed for it."""
+    n_ctx = req.n_ctx
+    if n_ctx == 0:
+        n_ctx = header.arch.context_length if header is not None else None
+        if not n_ctx:
+            raise UsageError(f"--ctx 0 means {req.model}'s training context, which is not known here: give --ctx N")
     try:
         return ContextParams(
-            n_ctx=req.n_ctx,
+            n_ctx=n_ctx,
             n_ubatch=req.n_ubatch,
             type_k=req.kv_type,
             type_v=req.kv_type,
@@ -133,12 +194,15 @@ def context_of(req: PlanRequest) -> ContextParams:
 def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
     """Plan ``req``; ``resolved`` (a resolve.ResolvedModel) spares a second header read when the caller has it."""
     resolved = resolved or resolve_model(req.model, req.remote)
+    if req.verify and req.budget_bytes is not None and not req.rpc:
+        return _verify_on_loopback(req, resolved)
     header = resolved.header
     devices, endpoints, gpu_key = target_devices(req)
     host = target_host(req)
-    cp = context_of(req)
+    cp = context_of(req, header)
     plan = solve(header, devices, host, cp, req.n_gpu_layers, req.margin_fraction)
-    alternatives = _registry_alternatives(resolved)
+    # other registry models are built only for advice, which a plan that fits does not get
+    alternatives = _registry_alternatives(resolved) if devices and not plan.fits_fully else {}
     advice = suggest(
         header, plan, devices, host, cp, req.margin_fraction, gpu_key if not req.rpc else None, alternatives
     )
@@ -146,7 +210,7 @@ def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
         "host weights are read from the mmapped file: they live in the page cache, so the host "
         "needs that much free RAM (or the file streams from disk at disk speed)"
     ]
-    if resolved.virtual:
+    if resolved.source == "architecture":
         notes.append(f"{req.model} is built from its architecture: no file is read; sizes are llama.cpp's rules")
     result = PlanResult(req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes))
     if req.verify:
@@ -164,13 +228,45 @@ def _registry_alternatives(resolved) -> dict[str, Any]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1].tensor_bytes))
 
 
-def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list[str]) -> PlanResult:
+def _verify_on_loopback(req: PlanRequest, resolved) -> PlanResult:
+    """--verify with --budget: the budget is lent by llama.cpp RPC servers on loopback (one per --gpus),
+    started here and stopped afterwards; the plan targets those devices, so llama.cpp's own numbers
+    stand beside it. The servers' memory is this host's RAM: a stand-in for the GPUs, same budgets."""
+    _check_verifiable(req.model, resolved)
+    if not 1 <= req.gpus <= MAX_LOOPBACK_SERVERS:
+        raise UsageError(
+            f"--verify --budget starts one loopback RPC server per GPU: --gpus must be 1..{MAX_LOOPBACK_SERVERS}, "
+            f"not {req.gpus}"
+        )
+    rpc_library()  # llama-cpp-python with its RPC backend, or one line saying how to get it
+    with ExitStack() as stack:
+        servers = [stack.enter_context(RpcServer()) for _ in range(req.gpus)]
+        rpc_req = replace(
+            req, gpu=None, budget_bytes=None, gpus=1, rpc=tuple(f"{s.endpoint}={req.budget_bytes}" for s in servers)
+        )
+        result = make_plan(rpc_req, resolved)
+    lent = "a llama.cpp RPC server" if len(servers) == 1 else f"{len(servers)} llama.cpp RPC servers"
+    note = (
+        f"--verify --budget: the plan targets {lent} on loopback, started for the check and stopped after it, "
+        f"lending this host's memory with a budget of {human_bytes(req.budget_bytes)} each"
+    )
+    return replace(result, notes=(*result.notes, note))
+
+
+def _check_verifiable(model: str, resolved) -> None:
+    if resolved.source == "hub":
+        raise HarnessError(f"--verify needs the model file: {model}'s header was read from the Hub; download it first")
     if resolved.virtual:
-        raise HarnessError(f"--verify needs the model file: {result.model} is known by its architecture only")
+        raise HarnessError(f"--verify needs the model file: {model} is known by its architecture only")
+
+
+def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list[str]) -> PlanResult:
+    _check_verifiable(result.model, resolved)
     if not endpoints or len(endpoints) != len(devices):
         raise HarnessError(
-            "--verify loads the model on the planned devices; only llama.cpp RPC devices (--rpc) "
-            "can be verified on this machine"
+            "--verify loads the model on the planned devices; only llama.cpp RPC devices can be verified on "
+            "this machine: name them with --rpc HOST:PORT=SIZE, or give --budget SIZE to have a loopback one "
+            "of that budget started for the check"
         )
     plan = result.plan
     path = resolved.header.paths[0]
@@ -186,6 +282,7 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         swa_full=plan.context.swa_full,
         decode=True,
         tensor_split=plan.tensor_split,
+        isolated=True,  # an RPC peer that misbehaves after its HELLO aborts llama.cpp: an error here, not a crash
     )
     actual = {}
     for d, endpoint in zip(plan.devices, endpoints):
@@ -195,7 +292,10 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         )
     host = [b for b in report.host_buffers]
     actual["host"] = Actual(
-        sum(b.model_bytes for b in host), sum(b.kv_bytes for b in host), sum(b.compute_bytes for b in host)
+        sum(b.model_bytes for b in host),
+        sum(b.kv_bytes for b in host),
+        sum(b.compute_bytes for b in host),
+        sum(b.output_bytes for b in host),
     )
     return PlanResult(
         result.model,

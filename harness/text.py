@@ -131,7 +131,7 @@ def render_plan(r) -> str:
                 human_bytes(a.weights_bytes),
                 human_bytes(a.kv_bytes),
                 human_bytes(a.compute_bytes),
-                "",
+                human_bytes(a.output_bytes),
                 human_bytes(a.total_bytes),
                 "",
             ]

@@ -196,3 +196,17 @@ def test_downloaded_model_runs_from_its_files(hub, tmp_path) -> None:
     r = _harness(env, "run", f"hf://acme/models/{path.name}", "The capital of France is", "--max-tokens", "4", "--json")
     assert r.returncode == 0, r.stderr
     assert "Paris" in json.loads(r.stdout)["text"]
+
+
+@pytest.mark.real_model
+def test_downloaded_registry_entry_resolves_to_its_file(hub, tmp_path) -> None:
+    """An architecture-only entry with a Hub source, once downloaded, is its file (not its architecture) for
+    every command: run, bench, plan and inspect read the downloaded header."""
+    path = real_model(SMOLLM)  # stands in for the entry's file: its header must be what is read
+    hub.add("bartowski/Meta-Llama-3.1-8B-Instruct-GGUF", "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", path)
+    env = _env(hub, tmp_path)
+    before = json.loads(_harness(env, "inspect", "8b-q4_k_m", "--json").stdout)
+    assert _harness(env, "download", "8b-q4_k_m").returncode == 0
+    after = _harness(env, "inspect", "8b-q4_k_m", "--json")
+    assert after.returncode == 0, after.stderr
+    assert before["tensor_bytes"] != json.loads(after.stdout)["tensor_bytes"] == read_header(path).tensor_bytes

@@ -8,6 +8,7 @@ stderr and its exit code (harness.errors.EXIT_CODES), so CliRunner and a shell s
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import os
 import sys
@@ -63,30 +64,79 @@ class HarnessGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        # the group's own --help and --version print while parsing, before invoke
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except OSError as exc:
+            raise click.exceptions.Exit(_report(exc)) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CannotRunHere as exc:  # a result, not a failure: what it would take, on stdout
-            click.echo(str(exc))
-            ctx.exit(exc.exit_code)
-        except HarnessError as exc:
-            if settings.debug():
-                traceback.print_exc()
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except (KeyboardInterrupt, click.Abort):
-            click.echo("interrupted", err=True)
-            ctx.exit(INTERRUPTED_EXIT_CODE)
-        except BrokenPipeError:  # the reader (head, less) is gone: nothing left to say to it
-            _discard_stdout()
-            ctx.exit(0)
         except (click.ClickException, click.exceptions.Exit):
             raise
-        except Exception as exc:  # a bug of ours: one line unless debugging
-            if settings.debug():
-                traceback.print_exc()
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows the traceback)", err=True)
-            ctx.exit(INTERNAL_ERROR_EXIT_CODE)
+        except (Exception, KeyboardInterrupt) as exc:
+            ctx.exit(_report(exc))
+
+
+def _report(exc: BaseException) -> int:
+    """Say what ended the command, in one line, and return its exit code."""
+    if isinstance(exc, CannotRunHere):  # a result, not a failure: what it would take, on stdout
+        _say(str(exc))
+        return exc.exit_code
+    if isinstance(exc, HarnessError):
+        if settings.debug():
+            traceback.print_exc()
+        _say(f"error: {exc}", err=True)
+        return exc.exit_code
+    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
+        _say("interrupted", err=True)
+        return INTERRUPTED_EXIT_CODE
+    if isinstance(exc, BrokenPipeError):  # the reader (head, less) is gone: nothing left to say to it
+        _discard_stdout()
+        return 0
+    if isinstance(exc, OSError) and _writing_stdout(exc):  # > /dev/full, a full disk
+        _discard_stdout()
+        _say(f"error: cannot write to standard output: {exc.strerror or exc}", err=True)
+        return HarnessError.exit_code
+    if settings.debug():  # a bug of ours: one line unless debugging
+        traceback.print_exc()
+    _say(f"internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows the traceback)", err=True)
+    return INTERNAL_ERROR_EXIT_CODE
+
+
+def _say(line: str, err: bool = False) -> None:
+    """click.echo, where failing to write is no new error: stdout's is reported once on stderr, stderr's
+    cannot be."""
+    try:
+        click.echo(line, err=err)
+    except OSError as exc:
+        _discard_stdout()
+        if not err and not isinstance(exc, BrokenPipeError):
+            _say(f"error: cannot write to standard output: {exc.strerror or exc}", err=True)
+
+
+def _writing_stdout(exc: OSError) -> bool:
+    """Whether ``exc`` came from a write to stdout: the frame it was raised in holds stdout (click.echo's
+    ``file``), rather than a file or socket of the library's."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return any(_is_stdout(value) for value in tb.tb_frame.f_locals.values())
+
+
+def _is_stdout(obj: object) -> bool:
+    if obj is sys.stdout or obj is sys.__stdout__:
+        return obj is not None
+    if not isinstance(obj, io.IOBase) or sys.stdout is None:
+        return False
+    try:
+        return obj.fileno() == sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # not a file descriptor (CliRunner's capture)
+        return False
 
 
 def _discard_stdout() -> None:
@@ -110,4 +160,20 @@ def main() -> None:
     """The console entry point (`harness`): log to stderr, then run the group."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("harness").setLevel(logging.INFO)  # our progress; libraries' chatter stays quiet
-    cli()
+    try:
+        cli()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    # what is still buffered is written now, not by the interpreter at exit, where a closed pipe or a
+    # full disk would be Python's "Exception ignored" noise
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as exc:
+        _discard_stdout()
+        if not isinstance(exc, BrokenPipeError):
+            _say(f"error: cannot write to standard output: {exc.strerror or exc}", err=True)
+            code = code or HarnessError.exit_code
+    sys.exit(code)

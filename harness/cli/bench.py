@@ -7,18 +7,34 @@ import json
 import click
 
 from harness.bench import BenchResult, bench_model, records, write_results
-from harness.cli.options import plan_options
-from harness.plan import PlanRequest
+from harness.cli.options import check_writable_dir, plan_options
+from harness.cli.output import Progress
+from harness.plan import MAX_N_CTX, PlanRequest
 from harness.text import human_bytes, table
 
 
 @click.command()
 @click.argument("model", default="gemma3-270m-q4_k_m")
-@click.option("--reps", default=5, show_default=True, help="Repetitions of each test (after a warm-up).")
-@click.option("--pp", "n_prompt", default=512, show_default=True, help="Prompt tokens (0: skip).")
-@click.option("--tg", "n_gen", default=128, show_default=True, help="Generated tokens (0: skip).")
-@click.option("--ctx", "n_ctx", default=None, type=int, help="Context (default: enough for pp + tg).")
+@click.option(
+    "--reps",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Repetitions of each test (after a warm-up).",
+)
+@click.option(
+    "--pp", "n_prompt", default=512, show_default=True, type=click.IntRange(min=0), help="Prompt tokens (0: skip)."
+)
+@click.option(
+    "--tg", "n_gen", default=128, show_default=True, type=click.IntRange(min=0), help="Generated tokens (0: skip)."
+)
+@click.option(
+    "--ctx", "n_ctx", default=None, type=click.IntRange(0, MAX_N_CTX), help="Context (default: enough for pp + tg)."
+)
 @plan_options
+@click.option(
+    "--download", is_flag=True, help="A model not here (architecture-only entry, hf:// name): download it, then bench."
+)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write results.json/.md here.")
 @click.option("--json", "json_", is_flag=True, help="Print llama-bench-style JSON records instead of a table.")
 def bench(
@@ -34,6 +50,7 @@ def bench(
     kv_type: str,
     threads: int | None,
     force: bool,
+    download: bool,
     out_dir: str | None,
     json_: bool,
 ) -> None:
@@ -42,9 +59,13 @@ def bench(
     Prints a markdown table (progress on stderr): pp and tg tokens/s (mean ± stddev over --reps after
     a warm-up), against a bare llama-cpp-python decode loop measured in the same run; load time, peak
     RSS, memory per device predicted vs actual, and generation speed against this host's measured
-    bandwidth bound. A model that cannot run here (a registry entry known by architecture only, or a
-    plan that does not fit) prints what it would take and exits with status 10.
+    bandwidth bound. A model that cannot run here (too big for this machine) prints what it would take
+    and exits with status 10. A model with no file here that would run here (a registry entry known by
+    its architecture only, an hf:// name) names its download and exits with status 3; --download
+    fetches it from the Hub, then benches it.
     """
+    if out_dir:
+        check_writable_dir(out_dir, "--out")
     req = PlanRequest(
         model=model,
         gpu=gpu,
@@ -54,7 +75,17 @@ def bench(
         kv_type=kv_type,
         n_gpu_layers=n_gpu_layers,
     )
-    result = bench_model(req, reps, n_prompt, n_gen, threads, force, lambda m: click.echo(m, err=True))
+    result = bench_model(
+        req,
+        reps,
+        n_prompt,
+        n_gen,
+        threads,
+        force,
+        lambda m: click.echo(m, err=True),
+        download=download,
+        download_progress=Progress(model),
+    )
     recs = records(result)
     md = markdown(result, recs)
     if out_dir:

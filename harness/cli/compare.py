@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from harness.cli.options import SIZE
+from harness.cli.options import SIZE, TextFileType, check_writable_dir
 from harness.cli.output import echo_json
 from harness.compare import DEFAULT_QUANTS, Comparison, plot
 from harness.compare import compare as compare_quants
-from harness.plan import PlanRequest
+from harness.errors import UsageError
+from harness.plan import MAX_N_CTX, PlanRequest
 from harness.text import human_bytes, table
+
+# Scoring reads --chunks x 512 tokens (a few KiB each) and the importance matrix 16 chunks; the whole text
+# is tokenized first, so a corpus is cut to this before it is read.
+MAX_TEXT_BYTES = 16 << 20
 
 
 @click.command()
@@ -19,16 +25,24 @@ from harness.text import human_bytes, table
 @click.option("--quants", default=",".join(DEFAULT_QUANTS), show_default=True)
 @click.option("--gpu", default=None, metavar="PROFILE", help="Target GPU profile (default a100-40gb).")
 @click.option("--budget", type=SIZE, default=None, metavar="SIZE", help="A bare budget instead of a profile.")
-@click.option("--ctx", "n_ctx", default=4096, show_default=True, help="Context length for the plans.")
+@click.option(
+    "--ctx",
+    "n_ctx",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(1, MAX_N_CTX),
+    help="Context length for the plans.",
+)
 @click.option(
     "--text",
-    "text_file",
     default=None,
-    type=click.Path(exists=True, dir_okay=False),
+    type=TextFileType(MAX_TEXT_BYTES),
     help="Text for perplexity/KLD (default: CPython's pydoc topics, real prose on every machine).",
 )
-@click.option("--chunks", default=8, show_default=True, help="512-token chunks of the text to score.")
-@click.option("--reps", default=3, show_default=True, help="Bench repetitions per variant.")
+@click.option(
+    "--chunks", default=8, show_default=True, type=click.IntRange(min=1), help="512-token chunks of the text to score."
+)
+@click.option("--reps", default=3, show_default=True, type=click.IntRange(min=1), help="Bench repetitions per variant.")
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--plot", "plot_file", default=None, type=click.Path(dir_okay=False), help="Write a PNG chart.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of a table.")
@@ -38,7 +52,7 @@ def compare(
     gpu: str | None,
     budget: int | None,
     n_ctx: int,
-    text_file: str | None,
+    text: str | None,
     chunks: int,
     reps: int,
     remote: bool,
@@ -57,8 +71,9 @@ def compare(
       harness compare smollm2-135m-q4_1 --quants Q8_0,Q4_K_M,Q2_K --plot smollm2.png
       harness compare 405b-q4_k_m --quants Q4_K_M,Q3_K_M,Q2_K,IQ2_XXS,IQ1_S --ctx 8192
     """
+    if plot_file:
+        check_writable_dir(os.path.dirname(plot_file) or ".", "--plot", plot_file)
     req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, n_ctx=n_ctx, remote=remote)
-    text = Path(text_file).read_text(encoding="utf-8", errors="replace") if text_file else None
     c = compare_quants(
         req,
         [q.strip().upper() for q in quants.split(",") if q.strip()],
@@ -68,7 +83,10 @@ def compare(
         lambda m: click.echo(m, err=True),
     )
     if plot_file:
-        plot(c, Path(plot_file))
+        try:
+            plot(c, Path(plot_file))
+        except OSError as exc:  # the disk filled, the folder went away while the comparison ran
+            raise UsageError(f"--plot {plot_file}: cannot write the chart: {exc.strerror or exc}") from None
         click.echo(f"chart written to {plot_file}", err=True)
     if json_:
         echo_json(c.to_json())

@@ -24,8 +24,14 @@ def download(names: tuple[str, ...], all_: bool) -> None:
         for uri in hub_uris:
             for d in hub_download(uri, progress=Progress(uri)):
                 note = f" (resumed from byte {d.resumed_from})" if d.resumed_from else ""
+                check = (
+                    f"sha256 {d.sha256}"
+                    if d.verified
+                    else "unverified: the Hub gave no sha256 to check it against"
+                    + (f" (sha256 of what was written: {d.sha256})" if d.sha256 else "")
+                )
                 click.echo(str(d.path))
-                click.echo(f"{d.path.name}: {d.size_bytes} bytes, sha256 {d.sha256}{note}", err=True)
+                click.echo(f"{d.path.name}: {d.size_bytes} bytes, {check}{note}", err=True)
         names = tuple(n for n in names if not n.startswith("hf://"))
         if not names and not all_:
             return

@@ -9,6 +9,7 @@ import click
 
 from harness.cli.output import echo_json
 from harness.gguf.header import LayerTotal, ModelHeader
+from harness.gguf.memory_layout import attention_window, layer_memory
 from harness.models.resolve import resolve_model
 from harness.text import gib, human_bytes, table
 
@@ -79,6 +80,7 @@ def summary(h: ModelHeader, with_tensors: bool = False) -> dict[str, Any]:
             "n_expert": a.n_expert,
             "n_expert_used": a.n_expert_used,
             "n_vocab": a.n_vocab,
+            **memory_facts(h),
             "types": {t.type_name: {"count": t.n_tensors, "bytes": t.n_bytes} for t in h.type_totals()},
             "layers": [{"index": lt.index, "bytes": lt.n_bytes, "n_tensors": lt.n_tensors} for lt in h.layer_totals()],
             "non_layer": [{"name": t.name, "type": t.type_name, "bytes": t.n_bytes} for t in h.non_layer_tensors()],
@@ -113,6 +115,74 @@ def summary(h: ModelHeader, with_tensors: bool = False) -> dict[str, Any]:
     return out
 
 
+def memory_facts(h: ModelHeader) -> dict[str, Any]:
+    """What decides the KV cache and recurrent state: MLA ranks, experts, SSM sizes, the window llama.cpp
+    applies (its per-architecture default when the file has no pattern), which layers hold what."""
+    a = h.arch
+    w = attention_window(h)
+    mem = layer_memory(h)
+    ssm = {
+        "conv_kernel": a.ssm_conv_kernel,
+        "inner_size": a.ssm_inner_size,
+        "state_size": a.ssm_state_size,
+        "time_step_rank": a.ssm_time_step_rank,
+        "group_count": a.ssm_group_count,
+    }
+    return {
+        "key_length_mla": a.key_length_mla,
+        "value_length_mla": a.value_length_mla,
+        "kv_lora_rank": a.kv_lora_rank,
+        "q_lora_rank": a.q_lora_rank,
+        "n_ff_expert": _per_layer(a.n_ff_expert),
+        "n_expert_shared": a.n_expert_shared,
+        "ssm": ssm if any(v is not None for v in ssm.values()) else None,
+        "shortconv_l_cache": a.shortconv_l_cache,
+        "wkv_head_size": a.wkv_head_size,
+        "attention_window": None
+        if w.kind == "none"
+        else {"kind": w.kind, "size": w.size, "period": w.period, "layers": list(w.layers), "source": w.source},
+        "kv_cache_layers": [il for il, m in enumerate(mem) if m.has_kv],
+        "recurrent_layers": [il for il, m in enumerate(mem) if m.has_rs],
+    }
+
+
+def _memory_lines(h: ModelHeader) -> list[str]:
+    a = h.arch
+    lines = []
+    if a.is_mla:
+        lines.append(
+            f"MLA            kv_lora_rank {a.kv_lora_rank}   q_lora_rank {a.q_lora_rank}   "
+            f"head size k/v {a.key_length_mla}/{a.value_length_mla} (cache: one latent K row, no V)"
+        )
+    w = attention_window(h)
+    if w.kind != "none":
+        what = "chunked attention" if w.kind == "chunked" else "sliding window"
+        source = "llama.cpp's default" if w.source == "default" else "from the file"
+        periodic = w.period and (w.source == "default" or w.period < len(w.layers))
+        period = f"period {w.period}, " if periodic else ""
+        lines.append(f"{what} {w.size} on {sum(w.layers)} of {len(w.layers)} layers ({period}{source})")
+    elif a.sliding_window:
+        lines.append(f"sliding window {a.sliding_window} (in the file; llama.cpp applies none to {a.name})")
+    mem = layer_memory(h)
+    n_rs = sum(m.has_rs for m in mem)
+    if n_rs:
+        ssm = ", ".join(
+            f"{k} {v}"
+            for k, v in (
+                ("conv kernel", a.ssm_conv_kernel),
+                ("inner", a.ssm_inner_size),
+                ("state", a.ssm_state_size),
+                ("dt rank", a.ssm_time_step_rank),
+                ("groups", a.ssm_group_count),
+                ("short conv cache", a.shortconv_l_cache),
+                ("wkv head", a.wkv_head_size),
+            )
+            if v
+        )
+        lines.append(f"recurrent      {n_rs} of {len(mem)} layers, KV cache on {sum(m.has_kv for m in mem)} ({ssm})")
+    return lines
+
+
 def _runs(layers: list[LayerTotal]) -> list[list[LayerTotal]]:
     """Consecutive layers of identical size, grouped: the per-layer summary stays short for 126 blocks."""
     runs: list[list[LayerTotal]] = []
@@ -145,11 +215,11 @@ def render(h: ModelHeader, with_tensors: bool = False) -> str:
         f"embedding      {a.n_embd}   ffn {s['n_ff']}",
         f"heads          {s['n_head']}   kv heads {s['n_head_kv']}   head size k/v {a.key_length}/{a.value_length}",
     ]
-    if a.sliding_window:
-        pattern = s["sliding_window_pattern"]
-        lines.append(f"sliding window {a.sliding_window}" + (f" (pattern {pattern})" if pattern else ""))
+    lines += _memory_lines(h)
     if a.n_expert:
-        lines.append(f"experts        {a.n_expert} ({a.n_expert_used} used per token)")
+        width = f", expert ffn {s['n_ff_expert']}" if a.n_ff_expert else ""
+        shared = f", {a.n_expert_shared} shared" if a.n_expert_shared else ""
+        lines.append(f"experts        {a.n_expert} ({a.n_expert_used} used per token{shared}{width})")
     lines.append(f"vocabulary     {a.n_vocab}")
     lines.append("")
     lines.append(

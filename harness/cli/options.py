@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
+import stat
+from pathlib import Path
+
 import click
 
+from harness.errors import UsageError
+from harness.gguf.source import file_kind
 from harness.offload.placement import KV_TYPES
 from harness.text import parse_size
 
@@ -36,6 +43,72 @@ class SizeType(click.ParamType):
 
 SIZE = SizeType()
 
+
+class FiniteFloatRange(click.FloatRange):
+    """A number in a range, and a number at all: click's FloatRange lets nan through (no comparison with
+    nan is true), and inf where the range is open-ended."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+# ggml.h's GGML_MAX_N_THREADS: its thread pool holds at most this many, and llama.cpp does not check
+# (`run --threads 100000` crashed in ggml)
+MAX_THREADS = 512
+THREADS = click.IntRange(1, MAX_THREADS)
+PORT = click.IntRange(1, 65535)
+
+
+class TextFileType(click.ParamType):
+    """A text file's contents (UTF-8, undecodable bytes replaced): a regular file of at most ``max_bytes``,
+    read once with a bound. A FIFO would block the read, a device (/dev/zero) never end it."""
+
+    name = "file"
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        path = os.fspath(value)  # type: ignore[arg-type]
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO opens without a writer
+        except (OSError, ValueError) as exc:  # missing, too long a name, a NUL in it
+            self.fail(f"{path!r}: {getattr(exc, 'strerror', None) or exc}", param, ctx)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_bytes:
+            os.close(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.fail(f"{path!r} is {file_kind(st.st_mode)}, not a text file", param, ctx)
+            self.fail(f"{path!r} is over {self.max_bytes >> 20} MiB; give a part of it", param, ctx)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            try:
+                data = f.read(self.max_bytes + 1)  # bounded: the file may grow after the stat
+            except OSError as exc:
+                self.fail(f"{path!r}: {exc.strerror}", param, ctx)
+        if len(data) > self.max_bytes:
+            self.fail(f"{path!r} is over {self.max_bytes >> 20} MiB; give a part of it", param, ctx)
+        return data.decode("utf-8", errors="replace")
+
+
+def check_writable_dir(directory: str, option: str, value: str | None = None) -> None:
+    """Refuse an output folder that cannot be written (or made), before the work rather than after it;
+    ``value``: the option's own value where it names a file in that folder."""
+    existing = Path(directory)
+    shown = value or directory
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    except OSError as exc:  # a name too long, a loop of links
+        raise UsageError(f"{option} {shown}: {exc.strerror}") from None
+    if not ok:
+        raise UsageError(f"{option} {shown}: {existing} is not a folder this user can write in")
+
+
 # The KV cache types the CLI has always offered; the library (ContextParams) takes every one in KV_TYPES.
 KV_TYPE = click.Choice([t for t in KV_TYPES if t in ("f16", "q8_0", "q4_0")])
 
@@ -49,8 +122,10 @@ def plan_options(f):
     f = click.option("--gpu", default=None, metavar="PROFILE", help="Plan for this GPU profile's speed.")(f)
     f = click.option("--budget", type=SIZE, default=None, metavar="SIZE", help="Memory budget per local GPU.")(f)
     f = click.option("--rpc", "rpcs", multiple=True, metavar="HOST:PORT=SIZE", help="A llama.cpp RPC device.")(f)
-    f = click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Force this value.")(f)
+    f = click.option(
+        "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=0), default=None, help="Force this value."
+    )(f)
     f = kv_type_option(f)
-    f = click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")(f)
+    f = click.option("--threads", type=THREADS, default=None, help="CPU threads (default: all cores).")(f)
     f = click.option("--force", is_flag=True, help="Run even when the plan says it does not fit.")(f)
     return f

@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 
-from harness.cli.options import SIZE, kv_type_option
+from harness.cli.options import SIZE, FiniteFloatRange, kv_type_option
 from harness.cli.output import echo_json
-from harness.plan import PlanRequest, PlanResult, make_plan
+from harness.offload.solver import MAX_GPUS
+from harness.plan import MAX_N_CTX, MAX_N_UBATCH, PlanRequest, PlanResult, make_plan
 from harness.text import render_plan
 
 
@@ -20,11 +21,27 @@ from harness.text import render_plan
 @click.option(
     "--budget", type=SIZE, default=None, metavar="SIZE", help="A bare memory budget per GPU instead of a profile."
 )
-@click.option("--gpus", default=1, show_default=True, help="How many GPUs of that kind.")
+@click.option(
+    "--gpus", default=1, show_default=True, type=click.IntRange(1, MAX_GPUS), help="How many GPUs of that kind."
+)
 @click.option("--rpc", "rpcs", multiple=True, metavar="HOST:PORT=SIZE", help="A llama.cpp RPC host as a device.")
-@click.option("--ctx", "n_ctx", default=4096, show_default=True, help="Context length (tokens).")
+@click.option(
+    "--ctx",
+    "n_ctx",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(0, MAX_N_CTX),
+    help="Context length (tokens); 0: the model's training context, as llama.cpp takes it.",
+)
 @kv_type_option
-@click.option("--ubatch", "n_ubatch", default=512, show_default=True, help="Micro-batch size.")
+@click.option(
+    "--ubatch",
+    "n_ubatch",
+    default=512,
+    show_default=True,
+    type=click.IntRange(1, MAX_N_UBATCH),
+    help="Micro-batch size.",
+)
 @click.option("--no-flash-attn", is_flag=True, help="Plan without flash attention (larger compute buffers).")
 @click.option("--host-ram", type=SIZE, default=None, metavar="SIZE", help="Host RAM (default: this machine's).")
 @click.option(
@@ -37,9 +54,25 @@ from harness.text import render_plan
 @click.option(
     "--reserve", type=SIZE, default=None, metavar="SIZE", help="Runtime reserve per GPU (default: the profile's)."
 )
-@click.option("--margin", default=0.02, show_default=True, help="Safety margin, a fraction of each budget.")
-@click.option("--n-gpu-layers", "n_gpu_layers", type=int, default=None, help="Evaluate this value instead of solving.")
-@click.option("--verify", is_flag=True, help="Load it with llama.cpp on the planned RPC devices and compare.")
+@click.option(
+    "--margin",
+    default=0.02,
+    show_default=True,
+    type=FiniteFloatRange(0, 1, max_open=True),
+    help="Safety margin, a fraction of each budget.",
+)
+@click.option(
+    "--n-gpu-layers",
+    "n_gpu_layers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Evaluate this value instead of solving.",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Load it with llama.cpp on the planned RPC devices (--rpc; --budget: loopback ones it starts) and compare.",
+)
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 def plan(
@@ -68,6 +101,7 @@ def plan(
       harness plan 405b-q4_k_m --ctx 8192                 # one A100 40GB, the default
       harness plan 70b-q4_k_m --gpu rtx-4090 --gpus 2
       harness plan smollm2-135m-q4_1 --rpc 127.0.0.1:50052=60MiB --verify
+      harness plan smollm2-135m-q4_1 --budget 150MiB --verify    # on a loopback RPC server
     """
     req = PlanRequest(
         model=model,
@@ -136,6 +170,7 @@ def plan_json(r: PlanResult) -> dict[str, Any]:
             "weights_bytes": a.weights_bytes,
             "kv_bytes": a.kv_bytes,
             "compute_bytes": a.compute_bytes,
+            "output_bytes": a.output_bytes,
             "total_bytes": a.total_bytes,
         }
     return {

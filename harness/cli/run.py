@@ -6,22 +6,30 @@ import sys
 
 import click
 
-from harness.cli.options import plan_options
+from harness.cli.options import FiniteFloatRange, plan_options
 from harness.cli.output import echo_json
+from harness.errors import UsageError
 from harness.llama.session import Sampling
-from harness.plan import PlanRequest
-from harness.run import run_prompt
+from harness.plan import MAX_N_CTX, PlanRequest
+from harness.run import predicted_memory_bytes, run_prompt
 from harness.text import human_bytes
 
 
 @click.command()
 @click.argument("model")
 @click.argument("prompt")
-@click.option("--max-tokens", default=128, show_default=True)
-@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy.")
-@click.option("--top-p", default=1.0, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--ctx", "n_ctx", default=4096, show_default=True)
+@click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(min=0))
+@click.option("--temperature", default=0.0, show_default=True, type=FiniteFloatRange(min=0), help="0 is greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=FiniteFloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))  # llama.cpp's is a uint32
+@click.option(
+    "--ctx",
+    "n_ctx",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(0, MAX_N_CTX),
+    help="0: the model's training context, as llama.cpp takes it.",
+)
 @click.option("--chat", is_flag=True, help="Apply the model's chat template (rendered in a sandbox).")
 @click.option("--system", default=None, help="A system message (with --chat).")
 @plan_options
@@ -56,7 +64,7 @@ def run(
       echo "Write a haiku" | harness run smollm2-135m-q4_1 - --chat --temperature 0.7
     """
     if prompt == "-":
-        prompt = sys.stdin.read()
+        prompt = read_stdin()
     req = PlanRequest(
         model=model, gpu=gpu, budget_bytes=budget, rpc=rpcs, n_ctx=n_ctx, kv_type=kv_type, n_gpu_layers=n_gpu_layers
     )
@@ -98,12 +106,9 @@ def run(
         return
     click.echo()
 
-    h = result.plan.host
-    predicted = [(d.name, d.weights_bytes + d.kv_bytes + d.compute_bytes) for d in result.plan.devices]
-    predicted.append(("host", h.total_bytes))
     mem = "; ".join(
         f"{name} {human_bytes(n)} predicted / {human_bytes(result.report.actual_bytes(name))} actual"
-        for name, n in predicted
+        for name, n in predicted_memory_bytes(result.plan).items()
     )
     click.echo(
         f"[{g.prompt_tokens} prompt tokens at {g.pp_tokens_per_s:.1f}/s, {g.completion_tokens} generated at "
@@ -115,13 +120,42 @@ def run(
     )
 
 
+# No context holds more: a million tokens are a few MiB of text. Bounds `run - < /dev/zero`.
+MAX_STDIN_BYTES = 64 << 20
+
+
+def read_stdin() -> str:
+    """PROMPT "-": standard input, which must be open and hold UTF-8 text."""
+    stream = sys.stdin
+    if stream is None:
+        raise UsageError('PROMPT "-" reads standard input, which is closed')
+    try:
+        source = getattr(stream, "buffer", stream)
+        data = source.read(MAX_STDIN_BYTES + 1)
+    except (OSError, ValueError) as exc:  # a directory, a closed file
+        raise UsageError(f'PROMPT "-": cannot read standard input: {getattr(exc, "strerror", None) or exc}') from None
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if len(data) > MAX_STDIN_BYTES:
+        raise UsageError(
+            f'PROMPT "-": standard input holds more than {human_bytes(MAX_STDIN_BYTES)}; no context holds that'
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f'PROMPT "-": standard input is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})'
+        ) from None
+
+
 def _memory_json(plan, report) -> dict:
+    totals = predicted_memory_bytes(plan)
     predicted = {
         d.name: {
             "weights_bytes": d.weights_bytes,
             "kv_bytes": d.kv_bytes,
             "compute_bytes": d.compute_bytes,
-            "total_bytes": d.weights_bytes + d.kv_bytes + d.compute_bytes,
+            "total_bytes": totals[d.name],
         }
         for d in plan.devices
     }
@@ -129,7 +163,8 @@ def _memory_json(plan, report) -> dict:
         "weights_bytes": plan.host.weights_bytes,
         "kv_bytes": plan.host.kv_bytes,
         "compute_bytes": plan.host.compute_bytes,
-        "total_bytes": plan.host.total_bytes,
+        "output_bytes": plan.host.output_bytes,
+        "total_bytes": totals["host"],
     }
     actual = {
         b.name: {

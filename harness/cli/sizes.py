@@ -57,7 +57,7 @@ def sizes(model: str, quants: str, imatrix: bool | None, budget: Size | None, re
         warnings.append(f"{model} claims {resolved.claimed_quant} but its header says {current}")
     if current in names:
         actual = next(r for r in rows if r.quant == current)
-        if actual.prediction is not None and not resolved.virtual:
+        if actual.prediction is not None and resolved.source != "architecture":
             differ = [p.name for p, t in zip(actual.prediction.tensors, header.tensors) if p.ggml_type != t.ggml_type]
             if differ:
                 warnings.append(
@@ -109,7 +109,7 @@ def sizes(model: str, quants: str, imatrix: bool | None, budget: Size | None, re
     headers = ["quant", "tensor bytes", "size", "bits/weight", "tensors per type", "fallbacks"]
     click.echo(
         f"{model}: {header.arch.name}, {header.n_params:,} parameters, {len(header.tensors)} tensors"
-        + (" (built from its architecture)" if resolved.virtual else "")
+        + (" (built from its architecture)" if resolved.source == "architecture" else "")
     )
     click.echo(
         table(

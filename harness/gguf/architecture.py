@@ -36,6 +36,47 @@ class ArchSpec:
     rope_freqs: bool = False  # llama 3.1's rope scaling factors, a [head_dim/2] F32 tensor
     source_type: str = "BF16"
 
+    def __post_init__(self) -> None:
+        """Refuse what no converter writes, before anything is built: a spec is data from models.toml."""
+
+        def bad(why: str) -> RegistryError:
+            return RegistryError(f"architecture {self.name!r}: {why}")
+
+        if self.family not in _BUILDERS:
+            raise bad(f"family {self.family!r} is not described; known: {', '.join(_BUILDERS)}")
+        if self.source_type not in SOURCE_TYPES:
+            raise bad(f"source_type {self.source_type!r} is not one of {', '.join(SOURCE_TYPES)}")
+        for key, most in _MOST.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise bad(f"{key} must be an integer in 1..{most:,} ({_WHY_MOST[most]}), not {value!r}")
+        if self.n_head % self.n_head_kv:
+            raise bad(
+                f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv}: every KV head serves "
+                "a whole group of query heads (ggml's matrix product broadcasts only whole groups)"
+            )
+
+
+# What the converter writes matrices in (convert_hf_to_gguf.py --outtype): the sizes module quantizes from there.
+SOURCE_TYPES = ("BF16", "F16", "F32")
+_UINT32 = 2**32 - 1
+LLAMA_MAX_LAYERS = 512  # llama.cpp's src/llama-hparams.h: per-layer arrays hold this many
+_WHY_MOST = {
+    LLAMA_MAX_LAYERS: "llama.cpp's LLAMA_MAX_LAYERS",
+    _UINT32: "a GGUF UINT32 key",
+}
+# every integer a spec holds, and its largest value: each is written as a UINT32 key of the header
+_MOST = {
+    "n_embd": _UINT32,
+    "n_layer": LLAMA_MAX_LAYERS,
+    "n_head": _UINT32,
+    "n_head_kv": _UINT32,
+    "head_dim": _UINT32,
+    "n_ff": _UINT32,
+    "n_vocab": _UINT32,
+    "context_length": _UINT32,
+}
+
 
 def _llama_tensors(s: ArchSpec, wtype: int) -> list[tuple[str, tuple[int, ...], int]]:
     """Names and ggml-order shapes as convert_hf_to_gguf.py writes a LlamaForCausalLM."""
@@ -68,12 +109,7 @@ _BUILDERS = {"llama": _llama_tensors}
 
 def build_header(spec: ArchSpec) -> ModelHeader:
     """The header of the model the converter would produce from ``spec``, at its source precision."""
-    try:
-        builder = _BUILDERS[spec.family]
-    except KeyError:
-        raise RegistryError(
-            f"architecture {spec.name!r}: family {spec.family!r} is not described; known: {', '.join(_BUILDERS)}"
-        ) from None
+    builder = _BUILDERS[spec.family]  # ArchSpec checked both on creation
     wtype = ggml_types.type_by_name(spec.source_type)
     tensors = []
     offset = 0
@@ -83,8 +119,6 @@ def build_header(spec: ArchSpec) -> ModelHeader:
         offset += ggml_types.pad(n_bytes, 32)
     arch = spec.family
     file_type = ggml_types.file_type_by_name(spec.source_type)
-    if file_type is None:
-        raise RegistryError(f"architecture {spec.name!r}: source_type {spec.source_type!r} is not a file type")
     kvs = [
         (Keys.General.ARCHITECTURE, V.STRING, arch),
         (Keys.General.NAME, V.STRING, spec.name),

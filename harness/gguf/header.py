@@ -48,6 +48,33 @@ class Architecture:
     n_expert: int
     n_expert_used: int
     n_vocab: int | None
+    # head sizes of sliding-window layers where they differ (gemma3n/gemma4); None: key_length/value_length
+    key_length_swa: int | None = None
+    value_length_swa: int | None = None
+    # multi-head latent attention (deepseek2 family): the decompressed head sizes; with both set llama.cpp
+    # caches one latent K row (key_length x n_head_kv = kv_lora_rank + rope dims) and no V at all
+    key_length_mla: int | None = None
+    value_length_mla: int | None = None
+    kv_lora_rank: int | None = None
+    q_lora_rank: int | None = None
+    n_ff_expert: tuple[int, ...] | None = None  # per layer: one expert's FFN width
+    n_expert_shared: int = 0
+    n_layer_nextn: int = 0  # trailing multi-token-prediction blocks (no KV cache in the main context)
+    # recurrent state: Mamba/Mamba-2 (conv kernel, inner size, state size, dt rank, groups), LFM2's
+    # short convolution (l_cache), RWKV (wkv head size, token shifts)
+    ssm_conv_kernel: int | None = None
+    ssm_inner_size: int | None = None
+    ssm_state_size: int | None = None
+    ssm_time_step_rank: int | None = None
+    ssm_group_count: int | None = None
+    shortconv_l_cache: int | None = None
+    wkv_head_size: int | None = None
+    token_shift_count: int | None = None
+
+    @property
+    def is_mla(self) -> bool:
+        """llama_hparams::is_mla: both MLA head sizes set (then the KV cache holds no V)."""
+        return bool(self.key_length_mla) and bool(self.value_length_mla)
 
 
 @dataclass(frozen=True)
@@ -249,8 +276,10 @@ def architecture_of(shard: GGUFFile, tensors: tuple[TensorInfo, ...]) -> tuple[A
     n_head_kv = a.per_layer(key(Keys.Attention.HEAD_COUNT_KV), n_layer) or n_head
     head0 = n_head[0] if n_head else 0
     default_head_len = n_embd // head0 if n_embd and head0 else None
-    key_length = a.uint(key(Keys.Attention.KEY_LENGTH)) or default_head_len
-    value_length = a.uint(key(Keys.Attention.VALUE_LENGTH)) or default_head_len
+    key_length = a.uint(key(Keys.Attention.KEY_LENGTH))
+    key_length = default_head_len if key_length is None else key_length
+    value_length = a.uint(key(Keys.Attention.VALUE_LENGTH))
+    value_length = default_head_len if value_length is None else value_length
 
     n_vocab = a.uint(key(Keys.LLM.VOCAB_SIZE))
     tokens = shard.metadata.get(Keys.Tokenizer.LIST)
@@ -275,6 +304,23 @@ def architecture_of(shard: GGUFFile, tensors: tuple[TensorInfo, ...]) -> tuple[A
         n_expert=a.uint(key(Keys.LLM.EXPERT_COUNT)) or 0,
         n_expert_used=a.uint(key(Keys.LLM.EXPERT_USED_COUNT)) or 0,
         n_vocab=n_vocab,
+        key_length_swa=a.uint(key(Keys.Attention.KEY_LENGTH_SWA)),
+        value_length_swa=a.uint(key(Keys.Attention.VALUE_LENGTH_SWA)),
+        key_length_mla=a.uint(key(Keys.Attention.KEY_LENGTH_MLA)),
+        value_length_mla=a.uint(key(Keys.Attention.VALUE_LENGTH_MLA)),
+        kv_lora_rank=a.uint(key(Keys.Attention.KV_LORA_RANK)),
+        q_lora_rank=a.uint(key(Keys.Attention.Q_LORA_RANK)),
+        n_ff_expert=a.per_layer(key(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH), n_layer),
+        n_expert_shared=a.uint(key(Keys.LLM.EXPERT_SHARED_COUNT)) or 0,
+        n_layer_nextn=a.uint(key(Keys.LLM.NEXTN_PREDICT_LAYERS)) or 0,
+        ssm_conv_kernel=a.uint(key(Keys.SSM.CONV_KERNEL)),
+        ssm_inner_size=a.uint(key(Keys.SSM.INNER_SIZE)),
+        ssm_state_size=a.uint(key(Keys.SSM.STATE_SIZE)),
+        ssm_time_step_rank=a.uint(key(Keys.SSM.TIME_STEP_RANK)),
+        ssm_group_count=a.uint(key(Keys.SSM.GROUP_COUNT)),
+        shortconv_l_cache=a.uint(key(Keys.ShortConv.L_CACHE)),
+        wkv_head_size=a.uint(key(Keys.WKV.HEAD_SIZE)),
+        token_shift_count=a.uint(key(Keys.LLM.TOKEN_SHIFT_COUNT)),
     ), warnings
 
 

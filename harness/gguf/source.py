@@ -34,7 +34,9 @@ class FileSource:
         self.path = Path(path)
         self.name = str(self.path)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever; it changes
+            # nothing for a regular file, and anything else is refused below before a byte is read
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise GGUFError(f"{self.name}: no such file") from None
         except IsADirectoryError:
@@ -45,8 +47,8 @@ class FileSource:
         if not stat.S_ISREG(st.st_mode):
             os.close(self._fd)
             self._fd = -1
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise GGUFError(f"{self.name}: is {kind}, not a GGUF file")
+            raise GGUFError(f"{self.name}: is {file_kind(st.st_mode)}, not a GGUF file")
+        os.set_blocking(self._fd, True)
         self._size = st.st_size
         self.bytes_read = 0
 
@@ -88,6 +90,19 @@ class FileSource:
         fd = getattr(self, "_fd", -1)
         if fd >= 0:
             os.close(fd)
+
+
+def file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, for messages: 'a named pipe (FIFO)', 'a device'…"""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 class BytesSource:

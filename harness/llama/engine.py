@@ -45,18 +45,35 @@ Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source an
 - **Load errors.** `llama_model_load_from_file` returns NULL; the reason is only in the log
   (`llama_model_load: error loading model: …`). EngineError carries those lines.
 - **Aborts.** Some failures are GGML_ABORT/GGML_ASSERT, which end the process and cannot be caught:
-  an RPC server that cannot be reached or dies mid-load ("Remote RPC server crashed…"), an RPC protocol
-  mismatch. Endpoints are therefore probed (harness.rpc.connect) before llama.cpp sees them; a server
-  dying during a load still takes this process down. Run loads in a child process where that matters.
+  an RPC server that cannot be reached, dies or answers garbage after its HELLO ("ggml-rpc.cpp:566:
+  Remote RPC server crashed or returned malformed response", seen here with a peer that closes after
+  the HELLO), an RPC protocol mismatch, sampling with no logits (an empty prompt: "llama-sampler.cpp:940:
+  GGML_ASSERT(logits != nullptr) failed"). By default ggml then runs gdb on the process, whose output
+  lands partly on stdout. `ggml_set_abort_callback` (libggml-base) replaces that: ours writes one line on
+  stderr and exits with EngineError's code (`_contain_aborts`). Endpoints are still probed
+  (harness.rpc.connect) before llama.cpp sees them, and `load_and_report(isolated=True)` loads in a child
+  process, so that a load onto a peer that misbehaves after the HELLO is an EngineError here.
+- **Threads.** ggml's thread pool holds at most GGML_MAX_N_THREADS (512) threads and llama.cpp does not
+  check n_threads: 100000 crashed with SIGSEGV here.
+- **Ctrl-C.** A SIGINT that arrives while llama.cpp runs C code is handled when Python next runs, which
+  during a load is our log callback: a KeyboardInterrupt raised there is swallowed by ctypes ("Exception
+  ignored on calling ctypes callback function") and the load went on. While the log is captured, SIGINT
+  inside one of our callbacks is only noted; the progress callback then cancels the load, and the
+  interrupt is raised once llama.cpp has returned (`LogCapture.check_interrupt`).
 - **Log levels** of this ggml: DEBUG = 1, INFO = 2, WARN = 3, ERROR = 4, CONT = 5 (continues the
   previous line). llama-cpp-python's own `_logger` still maps 1 to INFO; it is restored afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import pickle
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -65,7 +82,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from harness.errors import EngineError
+from harness import settings
+from harness.errors import EngineError, HarnessError, UsageError
 from harness.gguf import ggml_types
 from harness.llama import rpc
 from harness.offload.placement import KV_TYPES
@@ -78,6 +96,7 @@ LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CONT = 1, 2, 3, 4, 5
 
 FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = -1, 0, 1
 LOAD_MODE_NONE = 0
+GGML_MAX_N_THREADS = rpc.GGML_MAX_N_THREADS
 
 _BUFFER_RE = re.compile(
     r"^\w+: +(?P<name>\S+) +(?P<kind>model|KV|RS|compute|output) buffer size = +"
@@ -226,7 +245,60 @@ def _llama_cpp():
         import llama_cpp
     except ImportError as exc:
         raise EngineError(f"llama-cpp-python is not installed ({exc}); run `make install`") from None
+    _contain_aborts()
     return llama_cpp
+
+
+_ABORT_PATH_RE = re.compile(r"^\S*/(?=[^/\s]+:\d+: )")  # the build folder before "ggml-rpc.cpp:566: …"
+
+
+def abort_reason(message: str) -> str:
+    """ggml's abort message as one line, without the path of the folder llama.cpp was built in."""
+    first = message.strip().splitlines()[0] if message.strip() else "no reason given"
+    return _ABORT_PATH_RE.sub("", first)
+
+
+@cache
+def _contain_aborts() -> None:
+    """Make a GGML_ABORT/GGML_ASSERT one line on stderr and EngineError's exit code, instead of ggml's
+    default: the message, then gdb attached to print a backtrace (partly on stdout), then SIGABRT. The
+    process must still end: llama.cpp's state is broken and the callback may not return. HARNESS_DEBUG
+    keeps ggml's default, backtrace included."""
+    if settings.debug():
+        return
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # for what bypasses the callback (an uncaught C++ exception)
+    from llama_cpp import llama_cpp as bindings
+
+    try:
+        setter = bindings._lib.ggml_set_abort_callback  # dlsym through libllama: its own libggml-base
+    except AttributeError:  # a ggml without it: the environment variable above still spares the backtrace
+        return
+    setter.argtypes = [_ABORT_CALLBACK]
+    setter.restype = ctypes.c_void_p
+    setter(_on_abort)
+
+
+def _abort(message: bytes | None) -> None:
+    reason = abort_reason((message or b"").decode("utf-8", errors="replace"))
+    with contextlib.suppress(Exception):  # stdout may be gone; the line below matters more
+        sys.stdout.flush()  # what was streamed so far stays
+    try:
+        os.write(2, f"error: llama.cpp aborted: {reason}\n".encode())
+    finally:
+        os._exit(EngineError.exit_code)
+
+
+_ABORT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+_on_abort = _ABORT_CALLBACK(_abort)  # referenced for the life of the process, as ggml keeps it
+
+
+def check_threads(n_threads: int | None) -> int:
+    """The thread count to give llama.cpp: n_threads, or every core for None (or 0)."""
+    if not n_threads:
+        return os.cpu_count() or 1
+    if not 1 <= n_threads <= GGML_MAX_N_THREADS:
+        raise UsageError(f"--threads {n_threads}: ggml runs 1..{GGML_MAX_N_THREADS} threads")
+    return n_threads
 
 
 def _kv_type_name(type_id: int) -> str:
@@ -245,6 +317,13 @@ class LogCapture:
         self._partial = ""
         self._level = LOG_INFO
         self._lock = threading.Lock()
+        self.interrupted = False  # a Ctrl-C arrived inside one of our callbacks, not yet raised
+
+    def check_interrupt(self) -> None:
+        """Raise the KeyboardInterrupt that arrived while llama.cpp was running (call after each C call)."""
+        if self.interrupted:
+            self.interrupted = False
+            raise KeyboardInterrupt
 
     def feed(self, level: int, text: str) -> None:
         with self._lock:
@@ -274,9 +353,54 @@ class LogCapture:
         return [line.strip() for level, line in self.lines if level == LOG_ERROR and line.strip()]
 
 
+# The code of Python functions that llama.cpp calls back through ctypes, which swallows (prints and
+# drops) whatever they raise: a Ctrl-C handled inside one of them is noted instead (_note_interrupts)
+_CALLBACK_CODES: set = set()
+
+
+def c_callback(fn: Callable) -> Callable:
+    """Mark ``fn`` as called from C (a log, progress or evaluation callback): a Ctrl-C that Python handles
+    while it runs is raised after llama.cpp returns, instead of being lost inside ctypes."""
+    _CALLBACK_CODES.add(fn.__code__)
+    return fn
+
+
+def _in_callback(frame) -> bool:
+    while frame is not None:
+        if frame.f_code in _CALLBACK_CODES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def _note_interrupts(capture: LogCapture) -> Iterator[None]:
+    """While llama.cpp runs, a SIGINT handled in one of our callbacks sets capture.interrupted (raised by
+    capture.check_interrupt once C returns); anywhere else it is the usual KeyboardInterrupt. Only the
+    main thread gets signals, and a handler other than Python's default is left alone."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def on_sigint(signum: int, frame) -> None:
+        if _in_callback(frame):
+            capture.interrupted = True
+            return
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @contextmanager
 def captured_log(capture: LogCapture) -> Iterator[LogCapture]:
-    """Route llama.cpp's (and ggml's) log into capture; restore the previous callback afterwards.
+    """Route llama.cpp's (and ggml's) log into capture; restore the previous callback afterwards. A
+    Ctrl-C that arrives meanwhile is raised once llama.cpp returns, at the latest when this block ends.
 
     The logger is process-global in llama.cpp: do not load models from two threads at once.
     """
@@ -285,18 +409,24 @@ def captured_log(capture: LogCapture) -> Iterator[LogCapture]:
     prev_ud = ctypes.c_void_p()
     llama_cpp.llama_log_get(ctypes.byref(prev_cb), ctypes.byref(prev_ud))
 
-    def on_log(level: int, text: bytes | None, user_data: ctypes.c_void_p) -> None:
-        if text:
-            capture.feed(level, text.decode("utf-8", errors="replace"))
+    @c_callback
+    def _on_log(level: int, text: bytes | None, user_data: ctypes.c_void_p) -> None:
+        try:
+            if text:
+                capture.feed(level, text.decode("utf-8", errors="replace"))
+        except KeyboardInterrupt:  # raised by another handler than ours: ctypes would drop it
+            capture.interrupted = True
 
-    callback = llama_cpp.llama_log_callback(on_log)  # referenced until restored below
+    callback = llama_cpp.llama_log_callback(_on_log)  # referenced until restored below
     llama_cpp.llama_log_set(callback, None)
     try:
-        yield capture
+        with _note_interrupts(capture):
+            yield capture
     finally:
         llama_cpp.llama_log_set(prev_cb, prev_ud)
         capture.flush()
         del callback
+    capture.check_interrupt()
 
 
 # --- parsing -----------------------------------------------------------------------------------------------------
@@ -412,6 +542,7 @@ def loaded_model(
     also on errors, and restore the previous log callback."""
     llama_cpp = _llama_cpp()
     tk, tv = kv_type(type_k), kv_type(type_v)
+    threads = check_threads(n_threads)
     dev_handles: list[int] = []
     for endpoint in devices:
         try:
@@ -446,7 +577,7 @@ def loaded_model(
     cparams.n_batch = n_batch
     cparams.n_ubatch = n_ubatch
     cparams.n_seq_max = n_seq_max
-    cparams.n_threads = cparams.n_threads_batch = n_threads or os.cpu_count() or 1
+    cparams.n_threads = cparams.n_threads_batch = threads
     cparams.type_k, cparams.type_v = tk, tv
     if swa_full is not None:
         cparams.swa_full = swa_full
@@ -456,21 +587,31 @@ def loaded_model(
         cparams.cb_eval_user_data = None
 
     capture = LogCapture()
+
+    @c_callback
+    def _on_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
+        return not capture.interrupted  # false cancels the load (Ctrl-C, noted by captured_log)
+
+    progress_callback = llama_cpp.llama_progress_callback(_on_progress)
+    mparams.progress_callback = progress_callback
     model = ctx = None
     with captured_log(capture):
         try:
             t0 = time.perf_counter()
             model = llama_cpp.llama_model_load_from_file(os.fsencode(path), mparams)
+            capture.check_interrupt()
             if not model:
                 raise _failure(f"llama.cpp could not load {os.fspath(path)}", capture)
             ctx = llama_cpp.llama_init_from_model(model, cparams)
+            capture.check_interrupt()
             if not ctx:
                 raise _failure(
                     f"llama.cpp could not create a context for {os.fspath(path)} (n_ctx {n_ctx}, "
                     f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})",
                     capture,
                 )
-            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0, (device_array, split_array, cb_eval))
+            keepalive = (device_array, split_array, cb_eval, progress_callback)
+            yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0, keepalive)
         finally:
             if ctx:
                 llama_cpp.llama_free(ctx)
@@ -531,6 +672,7 @@ def load_and_report(
     n_decode_tokens: int = 8,
     no_alloc: bool = False,
     tensor_split: Sequence[float] = (),
+    isolated: bool = False,
 ) -> EngineReport:
     """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
     tokens, and return llama.cpp's own account of every buffer.
@@ -543,10 +685,35 @@ def load_and_report(
     no_alloc: simulate allocations (compute buffers only; model and KV print as 0; no decode).
     tensor_split: one weight per device (llama_model_params.tensor_split); empty: llama.cpp splits by
     the devices' free memory.
+    isolated: load in a child process, so that llama.cpp dying (an RPC peer that answers garbage or
+    hangs up mid-load aborts its client) is an EngineError here, not the end of this process.
     Everything llama.cpp allocated is freed before returning, also on errors.
     """
     if n_decode_tokens < 1:
         raise EngineError(f"n_decode_tokens must be at least 1, not {n_decode_tokens}")
+    check_threads(n_threads)
+    if isolated:
+        kwargs = dict(
+            type_k=type_k,
+            type_v=type_v,
+            flash_attn=flash_attn,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_seq_max=n_seq_max,
+            n_threads=n_threads,
+            swa_full=swa_full,
+            decode=decode,
+            n_decode_tokens=n_decode_tokens,
+            no_alloc=no_alloc,
+            tensor_split=tuple(tensor_split),
+        )
+        onto = f" onto {', '.join(devices)}" if devices else ""
+        return run_isolated(
+            "load_and_report",
+            (os.fspath(path), n_gpu_layers, n_ctx, tuple(devices)),
+            kwargs,
+            f"loading {os.fspath(path)}{onto} failed",
+        )
     n_decoded, decode_s = 0, None
     with loaded_model(
         path,
@@ -581,6 +748,72 @@ def load_and_report(
         n_decoded=n_decoded,
         decode_s=decode_s,
     )
+
+
+# --- a child process for what can kill this one ------------------------------------------------------------------
+
+_CHILD_CODE = "from harness.llama.engine import _child_main; _child_main()"
+_ISOLATED = frozenset({"load_and_report"})
+
+
+def run_isolated(name: str, args: tuple, kwargs: dict[str, Any], what: str) -> Any:
+    """``name(*args, **kwargs)``, a function of this module, run in a child process: its result, or the
+    HarnessError it raised; an EngineError saying ``what`` and why when llama.cpp killed the child."""
+    payload = pickle.dumps((name, args, kwargs))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_CODE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=rpc.child_env(),
+    )
+    try:
+        out, err = proc.communicate(payload)
+    finally:  # also on Ctrl-C: never leave the child behind
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    if proc.returncode == 0 and out:
+        status, value = pickle.loads(out)  # our own child's answer
+        if status == "ok":
+            return value
+        if status == "error":
+            raise value
+        raise RuntimeError(f"{what}: {value}")  # a bug of ours in the child
+    raise EngineError(f"{what}: {_death(proc.returncode, err.decode('utf-8', errors='replace'))}")
+
+
+def _death(returncode: int, stderr: str) -> str:
+    """Why a child process ended without an answer, in a few words."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = next((line.removeprefix("error: ") for line in reversed(lines) if line.startswith("error: ")), None)
+    if said:
+        return said
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"llama.cpp died of {name}"
+    return f"the process exited with status {returncode}" + (f" ({lines[-1][:300]})" if lines else "")
+
+
+def _child_main() -> None:
+    """The child's side of run_isolated: a pickled call on stdin, a pickled answer on stdout."""
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever C code prints goes with stderr, away from the answer
+    rpc.die_with_parent()
+    name, args, kwargs = pickle.load(sys.stdin.buffer)  # from our parent
+    if name not in _ISOLATED:
+        raise SystemExit(f"error: {name} is not run in a child process")
+    try:
+        result = ("ok", globals()[name](*args, **kwargs))
+    except HarnessError as exc:
+        result = ("error", exc)
+    except Exception as exc:  # reported by the parent as the bug it is
+        result = ("bug", f"{type(exc).__name__}: {exc}")
+    pickle.dump(result, answer)
+    answer.close()
 
 
 def decode_batch(llama_cpp, ctx: int, tokens: Sequence[int], logits_for: Callable[[int], bool]) -> int:

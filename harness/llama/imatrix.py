@@ -22,7 +22,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.gguf.reader import parse_gguf
 from harness.gguf.source import FileSource
-from harness.llama.engine import decode_batch, loaded_model
+from harness.llama.engine import c_callback, decode_batch, loaded_model
 from harness.llama.quality import chunks_of
 from harness.llama.reference_parser import lib
 from harness.llama.session import Session
@@ -134,6 +134,7 @@ def compute(
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
 
+    @c_callback  # a Ctrl-C while llama.cpp calls this is raised once it returns, not lost in ctypes
     def collect(t_ptr: int, ask: bool, _: int) -> bool:
         t = _Tensor.from_address(t_ptr)
         if t.op != op or not t.src[0] or not t.src[1]:

@@ -47,6 +47,7 @@ _HELLO_RSP_SIZE = 4 + _RPC_CONN_CAPS_SIZE
 # whose major differs or whose minor is newer
 RPC_PROTO_MAJOR, RPC_PROTO_MINOR = 7, 0
 _PARENT_ENV = "HARNESS_RPC_PARENT_PID"
+GGML_MAX_N_THREADS = 512  # ggml.h: the CPU backend's thread pool holds at most this many (it does not check)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -122,6 +123,12 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def _check_threads(threads: int) -> int:
+    if not 1 <= threads <= GGML_MAX_N_THREADS:
+        raise RpcError(f"RPC server threads {threads}: ggml runs 1..{GGML_MAX_N_THREADS} threads")
+    return threads
+
+
 def _check_host(host: str) -> None:
     try:
         socket.inet_aton(host)
@@ -135,6 +142,7 @@ def _check_host(host: str) -> None:
 def run_in_this_process(host: str, port: int, threads: int) -> None:
     """Serve the CPU backend from this process. Returns only if llama.cpp gives up (port taken…)."""
     _check_host(host)
+    _check_threads(threads)
     g = backend_lib()
     g.ggml_backend_load_all()
     cpu = g.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)
@@ -255,10 +263,11 @@ def _child_command(host: str, port: int, threads: int) -> list[str]:
     return [sys.executable, "-m", "harness.llama.rpc", "--host", host, "--port", str(port), "--threads", str(threads)]
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ, **{_PARENT_ENV: str(os.getpid())})
-    # the child must import this very package, also when it is not installed (a checkout, tests)
-    root = str(Path(__file__).resolve().parent.parent)
+    # the child must import this very package, also when it is not installed (a checkout, tests): the
+    # folder that holds `harness` (harness/ itself would shadow the `gguf` package with harness/gguf)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
@@ -284,6 +293,7 @@ def serve(host: str = "127.0.0.1", port: int = 50052, threads: int | None = None
     _check_host(host)
     if not 0 < port < 65536:
         raise RpcError(f"RPC port {port} is not in 1..65535")
+    threads = _check_threads(threads or default_threads())
     free_port(host, port)
     stop: list[int] = []
 
@@ -293,7 +303,7 @@ def serve(host: str = "127.0.0.1", port: int = 50052, threads: int | None = None
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     proc = None
     try:
-        proc = subprocess.Popen(_child_command(host, port, threads or default_threads()), env=_child_env())
+        proc = subprocess.Popen(_child_command(host, port, threads), env=child_env())
         while not stop:
             try:
                 code = proc.wait(timeout=0.2)
@@ -324,7 +334,7 @@ class RpcServer:
         _check_host(host)
         self.host = host
         self.port = port
-        self.threads = threads or default_threads()
+        self.threads = _check_threads(threads or default_threads())
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
         self._log: tempfile._TemporaryFileWrapper | None = None
@@ -367,7 +377,7 @@ class RpcServer:
         self._log = tempfile.NamedTemporaryFile(prefix="harness-rpc-", suffix=".log")  # noqa: SIM115 - lives with the server
         self.proc = subprocess.Popen(
             _child_command(self.host, port, self.threads),
-            env=_child_env(),
+            env=child_env(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -414,7 +424,7 @@ class RpcServer:
         self.stop()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: have the kernel SIGTERM this server when the process that started it dies."""
     expected = os.environ.get(_PARENT_ENV)
     if expected is None or not sys.platform.startswith("linux"):
@@ -432,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=50052)
     parser.add_argument("--threads", type=int, default=default_threads())
     args = parser.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     # blocked in C, Python would never run its KeyboardInterrupt handler: let the signal kill us
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

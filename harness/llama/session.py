@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 from harness.llama.engine import EngineError, EngineReport, Loaded, loaded_model, report_of
 from harness.offload.placement import ContextParams
 from harness.offload.solver import Plan
@@ -77,8 +77,25 @@ class Session:
 
     # -- tokens ------------------------------------------------------------------------------------
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        raw = text.encode("utf-8")
+    def tokenize(self, text: str, add_special: bool = True, max_tokens: int | None = None) -> list[int]:
+        """``text`` as tokens. With ``max_tokens``, a text that cannot be that short is refused from its
+        beginning alone: llama_tokenize took 11 GB for a 100 MB prompt."""
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: bytes that were not UTF-8 where the text came from
+            raise UsageError(f"the prompt is not UTF-8 text (at character {exc.start})") from None
+        if max_tokens is not None and len(raw) > (max_tokens + 1) * _BYTES_PER_TOKEN_AT_MOST:
+            head = raw[: (max_tokens + 1) * _BYTES_PER_TOKEN_AT_MOST].decode("utf-8", "ignore").encode()  # whole chars
+            n = len(self._tokenize(head, add_special))
+            # the cut can change how the last few tokens of the head merge, never the count by more
+            if n > max_tokens + _TOKENS_CHANGED_BY_A_CUT:
+                raise HarnessError(
+                    f"the prompt ({len(raw):,} bytes) has more than {max_tokens} tokens in its first "
+                    f"{len(head):,} bytes; the context holds {self.n_ctx}: raise --ctx or shorten the prompt"
+                )
+        return self._tokenize(raw, add_special)
+
+    def _tokenize(self, raw: bytes, add_special: bool) -> list[int]:
         cap = len(raw) + 16
         buf = (self.api.llama_token * cap)()
         n = self.api.llama_tokenize(self.vocab, raw, len(raw), buf, cap, add_special, True)
@@ -119,6 +136,7 @@ class Session:
             n = min(self.n_batch, len(tokens) - start)
             ptr = ctypes.cast(base + start * size, ctypes.POINTER(api.llama_token))
             status = api.llama_decode(self.lm.ctx, api.llama_batch_get_one(ptr, n))
+            self.lm.capture.check_interrupt()
             if status != 0:
                 raise EngineError(
                     f"llama_decode failed with status {status}" + (" (the context is full)" if status == 1 else "")
@@ -143,6 +161,8 @@ class Session:
         on_piece: Callable[[str], None] | None = None,
     ) -> Generation:
         """Prompt, then up to max_tokens tokens one at a time. Ctrl-C stops cleanly with what was made."""
+        if not prompt_tokens:  # llama.cpp would sample with no logits: GGML_ASSERT(logits != nullptr), an abort
+            raise UsageError("the prompt is empty (no tokens): give some text to answer")
         if len(prompt_tokens) >= self.n_ctx:
             raise HarnessError(
                 f"the prompt has {len(prompt_tokens)} tokens; the context holds {self.n_ctx}: raise --ctx"
@@ -190,6 +210,14 @@ class Session:
         if on_piece is not None and len(b"".join(pieces)) > emitted:
             on_piece(b"".join(pieces)[emitted:].decode("utf-8", errors="replace"))
         return Generation(text, len(prompt_tokens), n_gen, prompt_s, gen_s, stopped)
+
+
+# Text tokenizes to far fewer bytes per token than this (the longest token text is 48 bytes in gemma3's
+# vocabulary, 81 in SmolLM2's, special tokens included), so a prompt's first (n + 1) * 64 bytes hold more
+# than n tokens unless it is made of such rarities, and then it is tokenized whole. Cutting the text
+# changes how the tokens at the cut merge, not the count by more than a few.
+_BYTES_PER_TOKEN_AT_MOST = 64
+_TOKENS_CHANGED_BY_A_CUT = 16
 
 
 def _utf8_prefix(data: bytes) -> int:

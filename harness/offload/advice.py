@@ -10,7 +10,7 @@ from harness.gguf.header import ModelHeader
 from harness.offload.placement import ContextParams
 from harness.offload.solver import MAX_GPUS, Device, Host, Plan, gpus_to_fit, solve
 from harness.quant.sizes import at_quant
-from harness.text import gib
+from harness.text import gib, human_bytes
 
 
 def shortfall_bytes(
@@ -65,7 +65,7 @@ def suggest(
             )
         else:
             out.append(f"even {MAX_GPUS} x {gpu_profile} do not hold every layer")
-    out.extend(_smaller_quant(header, devices, host, cp, fits))
+    out.extend(_smaller_quant(header, devices, host, cp, margin_fraction, fits))
     for name, h in (alternatives or {}).items():
         p = fits(h, devices, cp)
         if p:
@@ -77,7 +77,9 @@ def suggest(
     return out
 
 
-def _smaller_quant(header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, fits) -> list[str]:
+def _smaller_quant(
+    header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, margin_fraction: float, fits
+) -> list[str]:
     current = header.tensor_bytes
     smallest = None
     for q in ggml_types.ALL_QUANTS:
@@ -93,5 +95,35 @@ def _smaller_quant(header: ModelHeader, devices: list[Device], host: Host, cp: C
             return [f"a smaller quant: {q} ({gib(h.tensor_bytes)}) fits fully (`harness sizes` for all)"]
     if smallest:
         q, h = smallest
-        return [f"no quant of this model fits fully: the smallest, {q}, is {gib(h.tensor_bytes)} of weights"]
+        return [_why_smallest_does_not_fit(q, h, devices, host, cp, margin_fraction)]
     return []
+
+
+def _why_smallest_does_not_fit(
+    quant: str, header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, margin_fraction: float
+) -> str:
+    """Why even the smallest quant does not fit, naming what does not: its weights, or (when they would
+    fit) the KV cache, compute buffers and reserve that every layer on the devices brings, and by how much."""
+    full = solve(header, devices, host, cp, n_gpu_layers=header.arch.n_layer + 1, margin_fraction=margin_fraction)
+    usable = sum(d.budget_bytes - d.margin_bytes for d in full.devices)
+    weights = sum(d.weights_bytes for d in full.devices)
+    parts = [
+        (f"KV cache (--ctx {cp.n_ctx}, {cp.type_k})", sum(d.kv_bytes for d in full.devices)),
+        ("compute buffers", sum(d.compute_bytes for d in full.devices)),
+        ("runtime reserve", sum(d.reserve_bytes for d in full.devices)),
+    ]
+    named = [f"{human_bytes(n)} of {what}" for what, n in parts if n]
+    rest = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    room = f"the devices' {human_bytes(usable)} (budget less margin)"
+    if weights <= usable and named:
+        short = sum(max(0, -d.headroom_bytes) for d in full.devices)
+        each = ", counted device by device" if len(full.devices) > 1 else ""
+        return (
+            f"no quant of this model fits fully, and its weights are not what is short: at the smallest, {quant}, "
+            f"every layer's weights ({human_bytes(weights)}) fit {room}; the {rest} on top leave them "
+            f"{human_bytes(short)} short{each}"
+        )
+    out = f"no quant of this model fits fully: the smallest, {quant}, is {gib(header.tensor_bytes)} of weights"
+    if sum(n for _, n in parts) > usable:
+        out += f", and {room} would not hold even the {rest} that every layer brings besides"
+    return out

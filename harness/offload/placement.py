@@ -3,7 +3,8 @@
 Exact, not estimated: the layer-to-device assignment replays llama_model::load_tensors (float32
 split points, blocks offloaded from the last one backwards, the output layer counted as one more,
 token embeddings on the host), and the KV cache replays llama_kv_cache (cells padded to 256, one
-stream per sequence, sliding-window layers sized n_swa + n_ubatch, K/V rows in their ggml types).
+stream per sequence, sliding-window layers sized n_swa + n_ubatch, K/V rows in their ggml types,
+recurrent state in F32: memory.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from dataclasses import dataclass
 
 from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
+from harness.gguf.memory_layout import attention_window
 from harness.gguf.roles import layer_weights_bytes, offload_layer, tied_embedding
+from harness.offload.memory import KVCells, kv_cells, memory_bytes_per_layer  # noqa: F401
 
 HOST = "CPU"
-
-# Architectures whose sliding-window layers follow a period when the file has no pattern key
-# (llama.cpp's load_swa_pattern defaults); value: (period, dense_first).
-SWA_DEFAULT_PATTERN = {"gemma3": (6, False), "gemma2": (2, False), "cohere2": (4, False)}
 
 # llama.cpp's --cache-type-k/-v choices (common/arg.cpp kv_cache_types), as ggml type names: the engine
 # passes each as its ggml type id (ggml_types.type_by_name)
@@ -88,66 +87,13 @@ def layer_devices(n_layer: int, n_gpu_layers: int, split: list[float]) -> list[i
 
 
 def swa_layers(header: ModelHeader) -> list[bool]:
-    a = header.arch
-    if not a.sliding_window:
-        return [False] * a.n_layer
-    pattern = a.sliding_window_pattern
-    if isinstance(pattern, tuple):
-        return list(pattern)
-    period, dense_first = SWA_DEFAULT_PATTERN.get(a.name or "", (0, False))
-    if pattern is not None:
-        period = pattern
-    if period == 0 and a.name not in SWA_DEFAULT_PATTERN and pattern is None:
-        return [False] * a.n_layer  # a window key, but no known layout: treat as full attention
-    if dense_first:
-        return [period == 0 or il % period != 0 for il in range(a.n_layer)]
-    return [period == 0 or il % period < period - 1 for il in range(a.n_layer)]
+    """Per layer: in the sliding-window (or chunked) cache (memory.attention_window)."""
+    return list(attention_window(header).layers)
 
 
-@dataclass(frozen=True)
-class KVCells:
-    base: int  # cells of full-attention layers, per stream
-    swa: int  # cells of sliding-window layers, per stream
-    n_stream: int
-
-
-def kv_cells(header: ModelHeader, cp: ContextParams) -> KVCells:
-    n_ctx = ggml_types.pad(cp.n_ctx, 256)
-    if cp.kv_unified:
-        size, streams = n_ctx, 1
-    else:
-        size, streams = ggml_types.pad(n_ctx // cp.n_seq_max, 256), cp.n_seq_max
-    n_swa = header.arch.sliding_window or 0
-    swa = (
-        size
-        if cp.swa_full
-        else ggml_types.pad(min(size, n_swa * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
-    )
-    return KVCells(size, swa, streams)
-
-
-def kv_bytes_per_layer(header: ModelHeader, cp: ContextParams) -> list[int]:
-    """K + V bytes of each layer's cache (0 for layers without attention)."""
-    a = header.arch
-    cells = kv_cells(header, cp)
-    swa = swa_layers(header)
-    tk, tv = ggml_types.type_by_name(cp.type_k), ggml_types.type_by_name(cp.type_v)
-    heads_kv = a.n_head_kv or (0,) * a.n_layer
-    k_len, v_len = a.key_length or 0, a.value_length or 0
-    v_width_max = max(heads_kv, default=0) * v_len
-    out = []
-    for il in range(a.n_layer):
-        n = cells.swa if swa[il] else cells.base
-        k_width = heads_kv[il] * k_len
-        # without flash attention V is stored transposed at the widest layer's width
-        v_width = heads_kv[il] * v_len if cp.flash_attn else v_width_max
-        if k_width == 0:
-            out.append(0)
-            continue
-        row_k = ggml_types.tensor_nbytes((k_width,), tk)
-        row_v = ggml_types.tensor_nbytes((v_width,), tv)
-        out.append((row_k + row_v) * n * cells.n_stream)
-    return out
+def kv_bytes_per_layer(header: ModelHeader, cp: ContextParams, alignment: int | list[int] = 32) -> list[int]:
+    """KV cache and recurrent state bytes of each layer (0 for layers without either): memory.py."""
+    return memory_bytes_per_layer(header, cp, alignment)
 
 
 def offloaded_layer_bytes(header: ModelHeader, cp: ContextParams, alignment: int = 32) -> list[int]:
@@ -199,7 +145,7 @@ def place(
         duplicated = ggml_types.pad(embd.n_bytes, align.get(out_dev, 32))
         weights[out_dev] = weights.get(out_dev, 0) + duplicated
     kv: dict[int, int] = {}
-    for il, b in enumerate(kv_bytes_per_layer(header, cp)):
-        d = devs[il] if cp.offload_kqv else -1
-        kv[d] = kv.get(d, 0) + b
+    mem_devs = [devs[il] if cp.offload_kqv else -1 for il in range(a.n_layer)]
+    for il, b in enumerate(kv_bytes_per_layer(header, cp, [align.get(d, 32) for d in mem_devs])):
+        kv[mem_devs[il]] = kv.get(mem_devs[il], 0) + b
     return Placement(n_gpu_layers, tuple(devs), weights, kv, where, duplicated)

@@ -1,0 +1,190 @@
+"""KV cache and recurrent state on every memory type, against llama.cpp itself.
+
+One tiny synthetic model per memory type (tests/support/zoo.py): standard GQA, MLA, gpt-oss's default
+sliding window, llama4's chunked attention, cohere2's window pattern, pure recurrent (Mamba-2), and
+hybrids with per-layer head-count arrays (Granite hybrid: Mamba-2 + attention; LFM2: short
+convolutions + attention). Each is loaded by llama.cpp on a loopback RPC device; the plan's KV/state
+bytes must equal what llama.cpp prints for every buffer (KV, SWA KV, RS) on the device and on the host,
+to the 0.01 MiB it prints; weights per device must still match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness import read_header
+from harness.cli import cli
+from harness.gguf.memory_layout import attention_window
+from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report, mib_to_bytes
+from harness.llama.rpc import RpcServer
+from harness.offload.memory import layer_memory_bytes
+from harness.offload.placement import ContextParams, layer_devices
+from harness.offload.solver import Device, Host, evaluate
+from tests.support.zoo import ZOO
+
+_MEMORY_LINE = re.compile(r"^\w+: +(?P<name>\S+) +(?P<kind>KV|RS) buffer size = +(?P<mib>\d+\.\d+) MiB$")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("zoo")
+    return {name: write(d / f"{name}.gguf") for name, write in ZOO.items()}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with RpcServer() as srv:
+        yield srv
+
+
+def printed_memory(log_lines) -> dict[tuple[str, str], int]:
+    """(device, "kv" | "swa_kv" | "rs") -> bytes, from llama.cpp's own buffer lines. The SWA cache of an
+    iSWA model is the one created after its "creating     SWA KV cache" line."""
+    out: dict[tuple[str, str], int] = {}
+    swa = False
+    for line in log_lines:
+        line = line.rstrip()
+        if "creating     SWA KV cache" in line:
+            swa = True
+        elif "creating non-SWA KV cache" in line:
+            swa = False
+        elif m := _MEMORY_LINE.match(line):
+            device = "CPU" if m["name"].startswith("CPU") else "RPC"
+            kind = "rs" if m["kind"] == "RS" else ("swa_kv" if swa else "kv")
+            out[(device, kind)] = out.get((device, kind), 0) + mib_to_bytes(float(m["mib"]))
+    return out
+
+
+def planned_memory(header, cp: ContextParams, ngl: int) -> dict[tuple[str, str], int]:
+    devs = layer_devices(header.arch.n_layer, ngl, [1.0])
+    out: dict[tuple[str, str], int] = {}
+    for il, b in enumerate(layer_memory_bytes(header, cp)):
+        device = "RPC" if devs[il] == 0 else "CPU"
+        for kind, n in (("kv", b.kv_bytes), ("swa_kv", b.swa_kv_bytes), ("rs", b.rs_bytes)):
+            if n:
+                out[(device, kind)] = out.get((device, kind), 0) + n
+    return out
+
+
+CONTEXTS = [
+    ContextParams(n_ctx=4096),
+    ContextParams(n_ctx=4096, type_k="q8_0", type_v="q8_0"),
+    ContextParams(n_ctx=32768),
+    ContextParams(n_ctx=32768, type_k="q8_0", type_v="q8_0"),
+]
+CASES = [(name, cp, None) for name in ZOO for cp in CONTEXTS] + [
+    # half the layers on the host, transposed V without flash attention, and four sequences
+    (name, ContextParams(n_ctx=4096, flash_attn=False, n_seq_max=4), "half")
+    for name in ZOO
+]
+
+
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,cp,offload",
+    CASES,
+    ids=[f"{n}-{cp.n_ctx}-{cp.type_k}" + (f"-{o}-fa0-seq4" if o else "") for n, cp, o in CASES],
+)
+def test_memory_matches_llama_cpp(zoo, server, name, cp, offload) -> None:
+    path = zoo[name]
+    header = read_header(path)
+    n_layer = header.arch.n_layer
+    ngl = n_layer // 2 + 1 if offload else n_layer + 1
+    report = load_and_report(
+        path,
+        ngl,
+        cp.n_ctx,
+        [server.endpoint],
+        type_k=cp.type_k,
+        type_v=cp.type_v,
+        flash_attn=cp.flash_attn,
+        n_ubatch=cp.n_ubatch,
+        n_seq_max=cp.n_seq_max,
+        swa_full=cp.swa_full,
+        decode=False,
+        isolated=True,  # a model llama.cpp disliked would abort the test process
+    )
+    assert report.n_layers_on_devices == ngl
+
+    planned, printed = planned_memory(header, cp, ngl), printed_memory(report.log_lines)
+    assert planned.keys() == printed.keys()
+    for key, n in printed.items():
+        assert abs(planned[key] - n) <= MIB_PRINT_TOLERANCE_BYTES, (key, planned[key], n)
+
+    # the plan itself carries those bytes, and its weights still match
+    plan = evaluate(header, [Device("rpc", 1 << 40)], Host(0, 1e9, 1e9), cp, ngl, [1.0])
+    [d] = plan.devices
+    [rpc] = report.rpc_buffers
+    n_rpc = sum(1 for device, _ in printed if device == "RPC")
+    n_host = sum(1 for device, _ in printed if device == "CPU")
+    assert abs(d.kv_bytes - rpc.kv_bytes) <= max(n_rpc, 1) * MIB_PRINT_TOLERANCE_BYTES
+    assert (
+        abs(plan.host.kv_bytes - sum(b.kv_bytes for b in report.host_buffers))
+        <= max(n_host, 1) * MIB_PRINT_TOLERANCE_BYTES
+    )
+    assert abs(d.weights_bytes - rpc.model_bytes) <= MIB_PRINT_TOLERANCE_BYTES
+
+
+# --- without the engine ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def headers(zoo):
+    return {name: read_header(path) for name, path in zoo.items()}
+
+
+def test_architecture_facts(headers) -> None:
+    ds = headers["deepseek2"].arch
+    assert ds.is_mla and (ds.kv_lora_rank, ds.key_length, ds.key_length_mla, ds.value_length_mla) == (64, 96, 64, 32)
+    assert ds.n_expert == 4 and ds.n_expert_used == 2 and ds.n_ff_expert == (64,) * 3 and ds.n_expert_shared == 1
+    m = headers["mamba2"].arch
+    assert (m.ssm_conv_kernel, m.ssm_inner_size, m.ssm_state_size, m.ssm_group_count) == (4, 512, 64, 2)
+    lfm2 = headers["lfm2"].arch
+    assert lfm2.shortconv_l_cache == 3 and lfm2.n_head_kv == (0, 0, 2, 0, 2)
+
+
+def test_windows_are_llama_cpp_defaults(headers) -> None:
+    oss = attention_window(headers["gpt-oss"])
+    assert (oss.kind, oss.size, oss.layers, oss.source) == ("standard", 128, (True, False) * 2, "default")
+    l4 = attention_window(headers["llama4"])  # no window key at all: chunks of 8192, 3 of 4 layers
+    assert (l4.kind, l4.size, l4.layers, l4.period) == ("chunked", 8192, (True, True, True, False), 4)
+    c2 = attention_window(headers["cohere2"])
+    assert (c2.size, c2.layers) == (256, (True, True, True, False) * 2)
+    for name in ("qwen2", "deepseek2", "mamba2", "granitehybrid", "lfm2"):
+        assert attention_window(headers[name]).kind == "none"
+
+
+def test_memory_by_layer(headers) -> None:
+    cp = ContextParams(n_ctx=4096)
+    # MLA: one latent row of kv_lora_rank + rope = 96 f16 per cell, no V
+    assert [b.kv_bytes for b in layer_memory_bytes(headers["deepseek2"], cp)] == [96 * 2 * 4096] * 3
+    # Mamba-2: conv (4 - 1) x (512 + 2 x 2 x 64) and state 64 x 512, F32 whatever the KV type
+    q8 = ContextParams(n_ctx=4096, type_k="q8_0", type_v="q8_0")
+    assert {b.rs_bytes for b in layer_memory_bytes(headers["mamba2"], q8)} == {(3 * 768 + 64 * 512) * 4}
+    # a hybrid: state on the recurrent layers, KV on the attention ones only
+    granite = layer_memory_bytes(headers["granitehybrid"], cp)
+    assert [bool(b.rs_bytes) for b in granite] == [True, True, False, True, True, False]
+    assert [bool(b.kv_bytes) for b in granite] == [False, False, True, False, False, True]
+    assert [b.rs_bytes for b in layer_memory_bytes(headers["lfm2"], cp)] == [512 * 2 * 4, 512 * 2 * 4, 0, 512 * 8, 0]
+
+
+def test_inspect_shows_memory_facts(zoo) -> None:
+    result = CliRunner().invoke(cli, ["inspect", str(zoo["deepseek2"]), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["key_length_mla"] == 64 and out["kv_lora_rank"] == 64 and out["n_expert"] == 4
+    assert out["n_ff_expert"] == 64 and out["kv_cache_layers"] == [0, 1, 2] and out["recurrent_layers"] == []
+    result = CliRunner().invoke(cli, ["inspect", str(zoo["llama4"])])
+    assert result.exit_code == 0, result.output
+    assert "chunked attention 8192 on 3 of 4 layers (period 4, llama.cpp's default)" in result.stdout
+    result = CliRunner().invoke(cli, ["inspect", str(zoo["mamba2"]), "--json"])
+    out = json.loads(result.stdout)
+    assert out["ssm"] == {"conv_kernel": 4, "inner_size": 512, "state_size": 64, "time_step_rank": 8, "group_count": 2}
+    assert out["recurrent_layers"] == [0, 1, 2] and out["kv_cache_layers"] == [] and out["attention_window"] is None
