@@ -117,9 +117,9 @@ class PlanResult:
 
 def _rpc_device(spec: str) -> tuple[Device, str]:
     endpoint, sep, size = spec.partition("=")
-    if not sep or ":" not in endpoint:
+    host, _, port = endpoint.rpartition(":")
+    if not sep or not host.strip("[]"):
         raise UsageError(f"--rpc {spec!r}: write HOST:PORT=SIZE, e.g. 127.0.0.1:50052=8GiB")
-    port = endpoint.rpartition(":")[2]
     if not (port.isdecimal() and 1 <= int(port) <= 65535):
         raise UsageError(f"--rpc {spec!r}: the port must be a number in 1..65535, not {port!r}")
     try:

@@ -98,6 +98,12 @@ def test_plan_requests_are_checked_in_the_library(changes, message) -> None:
     assert str(info.value).startswith(message)
 
 
+@pytest.mark.parametrize("spec", [":50052=1GiB", "[]:50052=1GiB", "127.0.0.1=1GiB"])
+def test_rpc_without_a_host_or_port(spec) -> None:
+    r = _invoke("plan", ARCH, "--rpc", spec)
+    assert (r.exit_code, r.stderr) == (2, f"error: --rpc '{spec}': write HOST:PORT=SIZE, e.g. 127.0.0.1:50052=8GiB\n")
+
+
 def test_more_devices_than_llama_cpp_takes() -> None:
     rpcs = [f"--rpc=127.0.0.1:{50000 + i}=1GiB" for i in range(8)]
     r = _invoke("plan", ARCH, "--gpu", "rtx-4090", "--gpus", "9", *rpcs)

@@ -147,6 +147,8 @@ _ARCH = (
         ),
         ('[models.a]\nfile = "a.gguf"\npypi = { chunks_module = "a b" }\n', "chunks_module 'a b' is not a module name"),
         ('[models.a]\nfile = "a.gguf"\nhf = { repo = "x", pattern = "*" }\n', "hf must be"),
+        ('[models.a]\nfile = "a.gguf"\nhf = { repo = "../..", pattern = "*" }\n', "hf must be"),
+        ('[models.a]\nfile = "a.gguf"\nhf = { repo = "a--b/c", pattern = "*" }\n', "hf must be"),
     ],
 )
 def test_wrongly_shaped_registry_names_the_entry(tmp_path, text, message) -> None:

@@ -104,7 +104,9 @@ def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
 MAX_REGISTRY_BYTES = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_REPO = re.compile(r"[\w.-]+/[\w.-]+")
+# huggingface_hub's validate_repo_id: OWNER/NAME of word characters, '.' and '-', never '--' or '..' (the
+# cache names a repository's folder OWNER--NAME, which must name one repository and stay one folder)
+_REPO = re.compile(r"(?!.*--)(?!.*\.\.)[\w.-]{1,96}/[\w.-]{1,96}")
 
 
 def _check_name(where: str, name: str) -> None:
