@@ -246,3 +246,32 @@ def test_compare_text_refuses_what_is_not_a_text_file(tmp_path, fifo) -> None:
     ):
         r = _invoke("compare", ARCH, "--text", path)
         assert (r.exit_code, r.stderr.splitlines()[-1]) == (2, f"Error: Invalid value for '--text': {why}")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"gpus = 5\n", "gpus must be a table ([gpus.NAME] sections), not int"),
+        (b"\xff\xfe", "not UTF-8 text (TOML is): byte 0 is 0xff"),
+        (b"[gpus.x]\nname = 3\n", "[gpus.x]"),
+        (b"nonsense = [", "invalid TOML"),
+    ],
+)
+def test_a_broken_hardware_file_is_one_registry_error(tmp_path, monkeypatch, content, message) -> None:
+    bad = tmp_path / "hardware.toml"
+    bad.write_bytes(content)
+    monkeypatch.setenv("HARNESS_HARDWARE", str(bad))
+    r = CliRunner().invoke(cli, ["hardware"])
+    assert r.exit_code == 4 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+def test_a_fifo_hardware_file_is_refused_without_a_read(tmp_path, monkeypatch) -> None:
+    fifo = tmp_path / "hardware.toml"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("HARNESS_HARDWARE", str(fifo))
+    r = CliRunner().invoke(cli, ["hardware"])
+    assert (r.exit_code, r.stderr) == (
+        4,
+        f"error: hardware profiles {fifo} is not a regular file; set HARNESS_HARDWARE to a hardware.toml\n",
+    )

@@ -148,3 +148,8 @@ def test_impossible_shard_names(tmp_path, name) -> None:
     p.write_bytes(b"GGUF")
     with pytest.raises(GGUFError, match="cannot exist"):
         shard_paths(p)
+
+
+def test_a_path_the_file_system_refuses_is_a_gguf_error() -> None:
+    with pytest.raises(GGUFError, match="File name too long"):
+        read_header("x" * 300 + ".gguf")

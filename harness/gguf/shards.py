@@ -62,15 +62,22 @@ def shard_paths(path: str | os.PathLike[str]) -> list[Path]:
     return [p.with_name(name) for name in s.shards()]
 
 
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError as exc:  # a name too long for the file system, a path through a file, …
+        raise GGUFError(f"{str(p)[:60]}…: {exc.strerror or exc}") from None
+
+
 def read_header(model: str | os.PathLike[str] | ByteSource | list[ByteSource]) -> ModelHeader:
     """Read a model's header: a path (any shard of a split model), a ByteSource, or a list of shard
     sources in order. Only header bytes are read."""
     if isinstance(model, (str, os.PathLike)):
-        if not Path(model).exists():
+        if not _exists(Path(model)):
             raise GGUFError(f"{model}: no such file")
         paths = shard_paths(model)
         for i, p in enumerate(paths):
-            if not p.exists():
+            if not _exists(p):
                 raise GGUFError(
                     f"{p}: shard {i + 1} of {len(paths)} is missing "
                     f"(needed by {Path(model).name}); download every shard"

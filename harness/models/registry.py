@@ -9,8 +9,6 @@ import errno
 import functools
 import os
 import re
-import stat
-import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -100,8 +98,6 @@ def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
             raise RegistryError(f"{where}: {key} must be a {want.__name__}, not {type(raw[key]).__name__}")
 
 
-# A models.toml is a few KiB; reading more than this is a mistake (a log, a device) and is refused.
-MAX_REGISTRY_BYTES = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # huggingface_hub's validate_repo_id: OWNER/NAME of word characters, '.' and '-', never '--' or '..' (the
@@ -206,38 +202,12 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
 def load_registry(path: Path | None = None) -> Registry:
     """The registry at ``path`` (default: settings.registry_path()), parsed once per version of the file."""
     path = Path(path or settings.registry_path())
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise RegistryError(f"registry {path} not found; set HARNESS_REGISTRY to a models.toml") from None
-    except OSError as exc:
-        raise RegistryError(f"registry {path}: cannot read it: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever, a device never end
-        raise RegistryError(f"registry {path} is not a regular file; set HARNESS_REGISTRY to a models.toml")
-    if st.st_size > MAX_REGISTRY_BYTES:
-        raise RegistryError(
-            f"registry {path} is {st.st_size:,} bytes; a models.toml is a few KiB (at most {MAX_REGISTRY_BYTES:,})"
-        )
-    return _parsed_registry(path, st.st_mtime_ns, st.st_size)
+    return _parsed_registry(path, *settings.data_file_stamp(path, "registry", "HARNESS_REGISTRY", "models.toml"))
 
 
 @functools.lru_cache(maxsize=8)
 def _parsed_registry(path: Path, mtime_ns: int, size: int) -> Registry:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_REGISTRY_BYTES + 1)  # bounded: the file may have grown since its stat
-    except FileNotFoundError:
-        raise RegistryError(f"registry {path} not found; set HARNESS_REGISTRY to a models.toml") from None
-    except OSError as exc:
-        raise RegistryError(f"registry {path}: cannot read it: {exc.strerror or exc}") from None
-    if len(data) > MAX_REGISTRY_BYTES:
-        raise RegistryError(f"registry {path} is over {MAX_REGISTRY_BYTES:,} bytes; a models.toml is a few KiB")
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RegistryError(f"{path}: not UTF-8 text (TOML is): byte {exc.start} is {data[exc.start]:#04x}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"{path}: invalid TOML: {exc}") from None
+    raw = settings.read_data_file(path, "registry", "HARNESS_REGISTRY", "models.toml")
     unknown = set(raw) - {"default", "models", "architectures"}
     if unknown:
         raise RegistryError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 
 from harness import settings
@@ -101,16 +100,23 @@ def _build(cls: type, path: Path, section: str, key: str, raw: object):
     return cls(key=key, **raw)
 
 
-@cache
 def load_profiles(path: Path | None = None) -> Profiles:
-    path = path or settings.hardware_path()
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RegistryError(f"{path}: cannot read hardware profiles: {exc}") from None
+    """The hardware profiles at ``path`` (default: settings.hardware_path()), parsed once per version of the file."""
+    path = Path(path or settings.hardware_path())
+    return _parsed_profiles(
+        path, *settings.data_file_stamp(path, "hardware profiles", "HARNESS_HARDWARE", "hardware.toml")
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_profiles(path: Path, mtime_ns: int, size: int) -> Profiles:
+    raw = settings.read_data_file(path, "hardware profiles", "HARNESS_HARDWARE", "hardware.toml")
     unknown = set(raw) - {"gpus", "hosts"}
     if unknown:
         raise RegistryError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    for key in ("gpus", "hosts"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise RegistryError(f"{path}: {key} must be a table ([{key}.NAME] sections), not {type(raw[key]).__name__}")
     gpus = {k: _build(GPUProfile, path, "gpus", k, v) for k, v in raw.get("gpus", {}).items()}
     hosts = {k: _build(HostProfile, path, "hosts", k, v) for k, v in raw.get("hosts", {}).items()}
     return Profiles(gpus, hosts)
