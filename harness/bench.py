@@ -4,7 +4,6 @@ run here, the exact plan on the target and what it would take."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import shutil
@@ -23,7 +22,15 @@ from harness.llama.bench_loop import TestResult, peak_rss_bytes, run_bench
 from harness.llama.engine import EngineReport
 from harness.llama.session import open_session
 from harness.models.assets import atomic_output
-from harness.models.hub import DOWNLOADS, cached_name, parse_uri, registry_uri, repo_folder, shard_files
+from harness.models.hub import (
+    DOWNLOADS,
+    cached_name,
+    matches_pattern,
+    parse_uri,
+    registry_uri,
+    repo_folder,
+    shard_files,
+)
 from harness.models.hub import download as hub_download
 from harness.models.resolve import ResolvedModel, resolve_model
 from harness.offload.hardware import host_ram_bytes, measure_host_read_bandwidth
@@ -113,7 +120,7 @@ def bench_model(
     download: bool = False,
     download_progress: Callable[[int, int], None] | None = None,
 ) -> BenchResult:
-    """Plan ``req`` (a planning.PlanRequest) for this machine, load it that way, and bench it.
+    """Plan ``req`` (a harness.plan.PlanRequest) for this machine, load it that way, and bench it.
 
     A model with no file here (a registry entry known by its architecture only, an hf:// name not
     downloaded) is benched when it would run here and ``download`` fetches it from the Hub first;
@@ -188,8 +195,9 @@ def _download_to_bench(
     if req.model.startswith("hf://"):
         n_bytes = resolved.header.file_bytes
         source = f"{req.model}: {n_bytes:,} bytes ({gib(n_bytes)})"
-        repo = parse_uri(req.model).repo
-        names = {cached_name(f.filename) for f in shard_files(parse_uri(req.model))}
+        hub_file = parse_uri(req.model)
+        repo = hub_file.repo
+        names = {cached_name(f.filename) for f in shard_files(hub_file)}
 
         def is_ours(name: str) -> bool:
             return name in names
@@ -204,7 +212,7 @@ def _download_to_bench(
         repo = entry.hf.repo
 
         def is_ours(name: str) -> bool:
-            return fnmatch.fnmatch(name.rsplit("--", 1)[-1], entry.hf.pattern)
+            return matches_pattern(name, entry.hf.pattern)
 
         what = "is known by its architecture only and not downloaded"
     else:

@@ -76,16 +76,14 @@ class Comparison:
             "perplexity",
             "kld",
             "top1_agreement",
+            "n_layers_total",
+            "gpus_to_fit",
+            "predicted_tg_at_fit_tokens_per_s",
+            "note",
         )
         rows = []
         for r in self.rows:
             d = {k: getattr(r, k) for k in keys}
-            d.update(
-                n_layers_total=r.n_layers_total,
-                gpus_to_fit=r.gpus_to_fit,
-                predicted_tg_at_fit_tokens_per_s=r.predicted_tg_at_fit_tokens_per_s,
-                note=r.note,
-            )
             rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
         return {"model": self.model, "reference": self.reference, "rows": rows, "notes": list(self.notes)}
 
@@ -126,12 +124,25 @@ class _Target:
     context: object
     margin_fraction: float
 
-    def fit(self, header) -> tuple[object, int | None, float | None]:
-        """(plan on the devices, how many GPUs of the kind hold every layer, predicted tg there)."""
-
+    def row(self, quant: str, header, n_fallback: int, file_bytes: int | None = None, **measured) -> Row:
+        """``quant``'s row: ``header`` planned on the devices, and how many GPUs of the kind hold every layer
+        (with the predicted tg there); ``measured``: the fields measured here, and the note."""
         plan = solve(header, self.devices, self.host, self.context, margin_fraction=self.margin_fraction)
         found = gpus_to_fit(header, self.devices[0], self.host, self.context, self.margin_fraction)
-        return plan, (found[0] if found else None), (found[1].predicted_tg_tokens_per_s if found else None)
+        return Row(
+            quant,
+            header.tensor_bytes,
+            file_bytes,
+            header.bits_per_weight,
+            n_fallback,
+            plan.n_gpu_layers,
+            plan.n_layers_total,
+            plan.fits_fully,
+            plan.predicted_tg_tokens_per_s,
+            found[0] if found else None,
+            found[1].predicted_tg_tokens_per_s if found else None,
+            **measured,
+        )
 
 
 def compare(
@@ -142,7 +153,7 @@ def compare(
     n_chunks: int = 8,
     progress: Callable[[str], None] = lambda m: None,
 ) -> Comparison:
-    """``req`` is a planning.PlanRequest for the target budget (its model is the one compared)."""
+    """``req`` is a harness.plan.PlanRequest for the target budget (its model is the one compared)."""
 
     resolved = resolve_model(req.model, req.remote)
     target = _Target(target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction)
@@ -157,23 +168,7 @@ def _compare_architecture(req, quants, resolved, target: _Target, progress) -> C
         progress(f"{q}: sizing and planning")
         h = at_quant(resolved.header, q)
         pred = predict(resolved.header, q, needs_imatrix(resolved.header, q))
-        plan, gpus, tg_fit = target.fit(h)
-        rows.append(
-            Row(
-                q,
-                h.tensor_bytes,
-                None,
-                h.bits_per_weight,
-                pred.n_fallback,
-                plan.n_gpu_layers,
-                plan.n_layers_total,
-                plan.fits_fully,
-                plan.predicted_tg_tokens_per_s,
-                gpus,
-                tg_fit,
-                note="predicted (not measured here)",
-            )
-        )
+        rows.append(target.row(q, h, pred.n_fallback, note="predicted (not measured here)"))
     return Comparison(
         req.model,
         None,
@@ -224,28 +219,20 @@ def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks,
     rows = []
     for q in dict.fromkeys([own, *quants]):
         h = read_header(paths[q])
-        plan, gpus, tg_fit = target.fit(h)
         pred = predict(resolved.header, q, q in with_imatrix)
         quality = qualities.get("reference" if q == own else q)
         rows.append(
-            Row(
+            target.row(
                 q,
-                h.tensor_bytes,
-                h.file_bytes,
-                h.bits_per_weight,
+                h,
                 pred.n_fallback,
-                plan.n_gpu_layers,
-                plan.n_layers_total,
-                plan.fits_fully,
-                plan.predicted_tg_tokens_per_s,
-                gpus,
-                tg_fit,
-                speeds[q][0],
-                speeds[q][1],
-                quality.perplexity if quality else None,
-                quality.kld if quality else None,
-                quality.top1_agreement if quality else None,
-                "reference (the file itself)"
+                h.file_bytes,
+                pp_tokens_per_s=speeds[q][0],
+                tg_tokens_per_s=speeds[q][1],
+                perplexity=quality.perplexity if quality else None,
+                kld=quality.kld if quality else None,
+                top1_agreement=quality.top1_agreement if quality else None,
+                note="reference (the file itself)"
                 if q == own
                 else "built with llama.cpp's quantizer"
                 + (" and the harness's importance matrix" if q in with_imatrix else ""),

@@ -233,7 +233,7 @@ def _verify_on_loopback(req: PlanRequest, resolved) -> PlanResult:
     started here and stopped afterwards; the plan targets those devices, so llama.cpp's own numbers
     stand beside it. The servers' memory is this host's RAM: a stand-in for the GPUs, same budgets."""
     _check_verifiable(req.model, resolved)
-    if not 1 <= req.gpus <= MAX_LOOPBACK_SERVERS:
+    if req.gpus > MAX_LOOPBACK_SERVERS:  # at least 1: PlanRequest checks it
         raise UsageError(
             f"--verify --budget starts one loopback RPC server per GPU: --gpus must be 1..{MAX_LOOPBACK_SERVERS}, "
             f"not {req.gpus}"
@@ -290,20 +290,11 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         actual[d.name] = Actual(
             sum(b.model_bytes for b in bufs), sum(b.kv_bytes for b in bufs), sum(b.compute_bytes for b in bufs)
         )
-    host = [b for b in report.host_buffers]
+    host = report.host_buffers
     actual["host"] = Actual(
         sum(b.model_bytes for b in host),
         sum(b.kv_bytes for b in host),
         sum(b.compute_bytes for b in host),
         sum(b.output_bytes for b in host),
     )
-    return PlanResult(
-        result.model,
-        plan,
-        result.suggestions,
-        result.gpu_profile,
-        result.rpc_endpoints,
-        actual,
-        report.n_layers_on_devices,
-        result.notes,
-    )
+    return replace(result, actual=actual, n_layers_offloaded_actual=report.n_layers_on_devices)

@@ -146,7 +146,8 @@ def memory_facts(h: ModelHeader) -> dict[str, Any]:
     }
 
 
-def _memory_lines(h: ModelHeader) -> list[str]:
+def _memory_lines(h: ModelHeader, s: dict[str, Any]) -> list[str]:
+    """The text of memory_facts; ``s`` is the summary that holds them."""
     a = h.arch
     lines = []
     if a.is_mla:
@@ -154,17 +155,16 @@ def _memory_lines(h: ModelHeader) -> list[str]:
             f"MLA            kv_lora_rank {a.kv_lora_rank}   q_lora_rank {a.q_lora_rank}   "
             f"head size k/v {a.key_length_mla}/{a.value_length_mla} (cache: one latent K row, no V)"
         )
-    w = attention_window(h)
-    if w.kind != "none":
-        what = "chunked attention" if w.kind == "chunked" else "sliding window"
-        source = "llama.cpp's default" if w.source == "default" else "from the file"
-        periodic = w.period and (w.source == "default" or w.period < len(w.layers))
-        period = f"period {w.period}, " if periodic else ""
-        lines.append(f"{what} {w.size} on {sum(w.layers)} of {len(w.layers)} layers ({period}{source})")
+    w = s["attention_window"]
+    if w is not None:
+        what = "chunked attention" if w["kind"] == "chunked" else "sliding window"
+        source = "llama.cpp's default" if w["source"] == "default" else "from the file"
+        periodic = w["period"] and (w["source"] == "default" or w["period"] < len(w["layers"]))
+        period = f"period {w['period']}, " if periodic else ""
+        lines.append(f"{what} {w['size']} on {sum(w['layers'])} of {len(w['layers'])} layers ({period}{source})")
     elif a.sliding_window:
         lines.append(f"sliding window {a.sliding_window} (in the file; llama.cpp applies none to {a.name})")
-    mem = layer_memory(h)
-    n_rs = sum(m.has_rs for m in mem)
+    n_rs = len(s["recurrent_layers"])
     if n_rs:
         ssm = ", ".join(
             f"{k} {v}"
@@ -179,7 +179,7 @@ def _memory_lines(h: ModelHeader) -> list[str]:
             )
             if v
         )
-        lines.append(f"recurrent      {n_rs} of {len(mem)} layers, KV cache on {sum(m.has_kv for m in mem)} ({ssm})")
+        lines.append(f"recurrent      {n_rs} of {a.n_layer} layers, KV cache on {len(s['kv_cache_layers'])} ({ssm})")
     return lines
 
 
@@ -215,7 +215,7 @@ def render(h: ModelHeader, with_tensors: bool = False) -> str:
         f"embedding      {a.n_embd}   ffn {s['n_ff']}",
         f"heads          {s['n_head']}   kv heads {s['n_head_kv']}   head size k/v {a.key_length}/{a.value_length}",
     ]
-    lines += _memory_lines(h)
+    lines += _memory_lines(h, s)
     if a.n_expert:
         width = f", expert ffn {s['n_ff_expert']}" if a.n_ff_expert else ""
         shared = f", {a.n_expert_shared} shared" if a.n_expert_shared else ""

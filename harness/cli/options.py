@@ -11,6 +11,7 @@ import click
 
 from harness.errors import UsageError
 from harness.gguf.source import file_kind
+from harness.offload.hardware import GGML_MAX_N_THREADS
 from harness.offload.placement import KV_TYPES
 from harness.text import parse_size
 
@@ -55,10 +56,7 @@ class FiniteFloatRange(click.FloatRange):
         return rv
 
 
-# ggml.h's GGML_MAX_N_THREADS: its thread pool holds at most this many, and llama.cpp does not check
-# (`run --threads 100000` crashed in ggml)
-MAX_THREADS = 512
-THREADS = click.IntRange(1, MAX_THREADS)
+THREADS = click.IntRange(1, GGML_MAX_N_THREADS)
 PORT = click.IntRange(1, 65535)
 
 

@@ -51,7 +51,7 @@ Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source an
   GGML_ASSERT(logits != nullptr) failed"). By default ggml then runs gdb on the process, whose output
   lands partly on stdout. `ggml_set_abort_callback` (libggml-base) replaces that: ours writes one line on
   stderr and exits with EngineError's code (`_contain_aborts`). Endpoints are still probed
-  (harness.rpc.connect) before llama.cpp sees them, and `load_and_report(isolated=True)` loads in a child
+  (harness.llama.rpc.connect) before llama.cpp sees them, and `load_and_report(isolated=True)` loads in a child
   process, so that a load onto a peer that misbehaves after the HELLO is an EngineError here.
 - **Threads.** ggml's thread pool holds at most GGML_MAX_N_THREADS (512) threads and llama.cpp does not
   check n_threads: 100000 crashed with SIGSEGV here.
@@ -86,6 +86,7 @@ from harness import settings
 from harness.errors import EngineError, HarnessError, UsageError
 from harness.gguf import ggml_types
 from harness.llama import rpc
+from harness.offload.hardware import GGML_MAX_N_THREADS
 from harness.offload.placement import KV_TYPES
 
 MIB = 1024 * 1024
@@ -96,7 +97,6 @@ LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_CONT = 1, 2, 3, 4, 5
 
 FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, FLASH_ATTN_ENABLED = -1, 0, 1
 LOAD_MODE_NONE = 0
-GGML_MAX_N_THREADS = rpc.GGML_MAX_N_THREADS
 
 _BUFFER_RE = re.compile(
     r"^\w+: +(?P<name>\S+) +(?P<kind>model|KV|RS|compute|output) buffer size = +"
@@ -515,9 +515,6 @@ class Loaded:
     load_s: float
     keepalive: tuple = ()  # ctypes arrays llama.cpp points into
 
-    def report_fields(self) -> _Parsed:
-        return parse_log(self.capture.text_lines())
-
 
 @contextmanager
 def loaded_model(
@@ -692,34 +689,7 @@ def load_and_report(
     if n_decode_tokens < 1:
         raise EngineError(f"n_decode_tokens must be at least 1, not {n_decode_tokens}")
     check_threads(n_threads)
-    if isolated:
-        kwargs = dict(
-            type_k=type_k,
-            type_v=type_v,
-            flash_attn=flash_attn,
-            n_batch=n_batch,
-            n_ubatch=n_ubatch,
-            n_seq_max=n_seq_max,
-            n_threads=n_threads,
-            swa_full=swa_full,
-            decode=decode,
-            n_decode_tokens=n_decode_tokens,
-            no_alloc=no_alloc,
-            tensor_split=tuple(tensor_split),
-        )
-        onto = f" onto {', '.join(devices)}" if devices else ""
-        return run_isolated(
-            "load_and_report",
-            (os.fspath(path), n_gpu_layers, n_ctx, tuple(devices)),
-            kwargs,
-            f"loading {os.fspath(path)}{onto} failed",
-        )
-    n_decoded, decode_s = 0, None
-    with loaded_model(
-        path,
-        n_gpu_layers,
-        n_ctx,
-        devices,
+    load = dict(
         type_k=type_k,
         type_v=type_v,
         flash_attn=flash_attn,
@@ -729,8 +699,18 @@ def load_and_report(
         n_threads=n_threads,
         swa_full=swa_full,
         no_alloc=no_alloc,
-        tensor_split=tensor_split,
-    ) as lm:
+        tensor_split=tuple(tensor_split),
+    )
+    if isolated:
+        onto = f" onto {', '.join(devices)}" if devices else ""
+        return run_isolated(
+            "load_and_report",
+            (os.fspath(path), n_gpu_layers, n_ctx, tuple(devices)),
+            {**load, "decode": decode, "n_decode_tokens": n_decode_tokens},
+            f"loading {os.fspath(path)}{onto} failed",
+        )
+    n_decoded, decode_s = 0, None
+    with loaded_model(path, n_gpu_layers, n_ctx, devices, **load) as lm:
         if decode and not no_alloc:
             t1 = time.perf_counter()
             n_decoded = _decode(lm.llama_cpp, lm.model, lm.ctx, n_decode_tokens, lm.capture)

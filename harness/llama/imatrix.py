@@ -22,6 +22,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.gguf.reader import parse_gguf
 from harness.gguf.source import FileSource
+from harness.llama import clib
 from harness.llama.engine import c_callback, decode_batch, loaded_model
 from harness.llama.quality import chunks_of
 from harness.llama.reference_parser import lib
@@ -55,9 +56,7 @@ class _Tensor(ctypes.Structure):
 
 @cache
 def _mul_mat_op() -> int:
-    so = lib()
-    so.ggml_op_name.argtypes = [ctypes.c_int]
-    so.ggml_op_name.restype = ctypes.c_char_p
+    so = clib.declare(lib(), {"ggml_op_name": ([ctypes.c_int], ctypes.c_char_p)})
     for op in range(200):
         name = so.ggml_op_name(op)
         if name == b"MUL_MAT":

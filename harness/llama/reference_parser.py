@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.llama import clib
 
 
 class _InitParams(ctypes.Structure):
@@ -28,33 +29,25 @@ def lib() -> ctypes.CDLL:
     path = Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"
     if not path.exists():
         raise HarnessError(f"{path} not found: llama-cpp-python was built without a shared libggml-base")
-    so = ctypes.CDLL(os.fspath(path))
-    so.gguf_init_from_file.argtypes = [ctypes.c_char_p, _InitParams]
-    so.gguf_init_from_file.restype = ctypes.c_void_p
-    so.gguf_free.argtypes = [ctypes.c_void_p]
-    so.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
-    so.gguf_get_n_tensors.restype = ctypes.c_int64
-    so.gguf_get_n_kv.argtypes = [ctypes.c_void_p]
-    so.gguf_get_n_kv.restype = ctypes.c_int64
-    so.gguf_get_data_offset.argtypes = [ctypes.c_void_p]
-    so.gguf_get_data_offset.restype = ctypes.c_size_t
-    so.gguf_get_version.argtypes = [ctypes.c_void_p]
-    so.gguf_get_version.restype = ctypes.c_uint32
-    for fn, res in (
-        ("gguf_get_tensor_name", ctypes.c_char_p),
-        ("gguf_get_tensor_type", ctypes.c_int),
-        ("gguf_get_tensor_size", ctypes.c_size_t),
-        ("gguf_get_tensor_offset", ctypes.c_size_t),
-    ):
-        getattr(so, fn).argtypes = [ctypes.c_void_p, ctypes.c_int64]
-        getattr(so, fn).restype = res
-    so.ggml_type_size.argtypes = [ctypes.c_int]
-    so.ggml_type_size.restype = ctypes.c_size_t
-    so.ggml_blck_size.argtypes = [ctypes.c_int]
-    so.ggml_blck_size.restype = ctypes.c_int64
-    so.ggml_type_name.argtypes = [ctypes.c_int]
-    so.ggml_type_name.restype = ctypes.c_char_p
-    return so
+    ctx_and_index = [ctypes.c_void_p, ctypes.c_int64]  # (gguf context, tensor index)
+    return clib.declare(
+        ctypes.CDLL(os.fspath(path)),
+        {
+            "gguf_init_from_file": ([ctypes.c_char_p, _InitParams], ctypes.c_void_p),
+            "gguf_free": ([ctypes.c_void_p], None),
+            "gguf_get_n_tensors": ([ctypes.c_void_p], ctypes.c_int64),
+            "gguf_get_n_kv": ([ctypes.c_void_p], ctypes.c_int64),
+            "gguf_get_data_offset": ([ctypes.c_void_p], ctypes.c_size_t),
+            "gguf_get_version": ([ctypes.c_void_p], ctypes.c_uint32),
+            "gguf_get_tensor_name": (ctx_and_index, ctypes.c_char_p),
+            "gguf_get_tensor_type": (ctx_and_index, ctypes.c_int),
+            "gguf_get_tensor_size": (ctx_and_index, ctypes.c_size_t),
+            "gguf_get_tensor_offset": (ctx_and_index, ctypes.c_size_t),
+            "ggml_type_size": ([ctypes.c_int], ctypes.c_size_t),
+            "ggml_blck_size": ([ctypes.c_int], ctypes.c_int64),
+            "ggml_type_name": ([ctypes.c_int], ctypes.c_char_p),
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The server is `ggml_backend_rpc_start_server` from llama-cpp-python's own `libggml-rpc.so`
 (built with `-DGGML_RPC=on`), called through ctypes with the CPU device. That C call never returns
 while it serves, and a thread blocked in C never sees Python's signal handlers, so the server always
-runs in a child process (`python -m harness.rpc`): the parent owns the signals and stops the child.
+runs in a child process (`python -m harness.llama.rpc`): the parent owns the signals and stops the child.
 
 Facts of this llama.cpp version (ggml/src/ggml-rpc/), worth knowing before relying on a server:
 
@@ -36,6 +36,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from harness.errors import RpcError
+from harness.llama import clib
+from harness.offload.hardware import GGML_MAX_N_THREADS
 
 GGML_BACKEND_DEVICE_TYPE_CPU = 0
 # RPC protocol (ggml-rpc.cpp): HELLO is command 14 "always"; request = cmd byte, u64 size, payload;
@@ -47,7 +49,6 @@ _HELLO_RSP_SIZE = 4 + _RPC_CONN_CAPS_SIZE
 # whose major differs or whose minor is newer
 RPC_PROTO_MAJOR, RPC_PROTO_MINOR = 7, 0
 _PARENT_ENV = "HARNESS_RPC_PARENT_PID"
-GGML_MAX_N_THREADS = 512  # ggml.h: the CPU backend's thread pool holds at most this many (it does not check)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -72,50 +73,40 @@ def lib() -> ctypes.CDLL:
     rpc_path = folder / "libggml-rpc.so"
     if not rpc_path.exists():
         raise RpcError(f"{rpc_path} not found: llama-cpp-python was built without CMAKE_ARGS=-DGGML_RPC=on")
-    so = ctypes.CDLL(os.fspath(rpc_path))
-    so.ggml_backend_rpc_start_server.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_size_t,
-        ctypes.POINTER(ctypes.c_void_p),
-    ]
-    so.ggml_backend_rpc_start_server.restype = None
-    so.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
-    so.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
-    return so
+    return clib.declare(
+        ctypes.CDLL(os.fspath(rpc_path)),
+        {
+            "ggml_backend_rpc_start_server": (
+                [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)],
+                None,
+            ),
+            "ggml_backend_rpc_add_server": ([ctypes.c_char_p], ctypes.c_void_p),
+        },
+    )
 
 
 @cache
 def backend_lib() -> ctypes.CDLL:
     """libggml.so with the backend device calls (the device list, memory, RPC server devices)."""
-    so = ctypes.CDLL(os.fspath(_lib_dir() / "libggml.so"))
-    so.ggml_backend_load_all.argtypes = []
-    so.ggml_backend_load_all.restype = None
-    so.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-    so.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-    so.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
-    so.ggml_backend_dev_name.restype = ctypes.c_char_p
-    so.ggml_backend_reg_dev_count.argtypes = [ctypes.c_void_p]
-    so.ggml_backend_reg_dev_count.restype = ctypes.c_size_t
-    so.ggml_backend_reg_dev_get.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    so.ggml_backend_reg_dev_get.restype = ctypes.c_void_p
-    # the device list (engine.local_gpus)
-    so.ggml_backend_dev_count.argtypes = []
-    so.ggml_backend_dev_count.restype = ctypes.c_size_t
-    so.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    so.ggml_backend_dev_get.restype = ctypes.c_void_p
-    so.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    so.ggml_backend_dev_type.restype = ctypes.c_int
-    so.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-    so.ggml_backend_dev_description.restype = ctypes.c_char_p
-    so.ggml_backend_dev_memory.argtypes = [
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_size_t),
-        ctypes.POINTER(ctypes.c_size_t),
-    ]
-    so.ggml_backend_dev_memory.restype = None
-    return so
+    return clib.declare(
+        ctypes.CDLL(os.fspath(_lib_dir() / "libggml.so")),
+        {
+            "ggml_backend_load_all": ([], None),
+            "ggml_backend_dev_by_type": ([ctypes.c_int], ctypes.c_void_p),
+            "ggml_backend_dev_name": ([ctypes.c_void_p], ctypes.c_char_p),
+            "ggml_backend_reg_dev_count": ([ctypes.c_void_p], ctypes.c_size_t),
+            "ggml_backend_reg_dev_get": ([ctypes.c_void_p, ctypes.c_size_t], ctypes.c_void_p),
+            # the device list (engine.local_gpus)
+            "ggml_backend_dev_count": ([], ctypes.c_size_t),
+            "ggml_backend_dev_get": ([ctypes.c_size_t], ctypes.c_void_p),
+            "ggml_backend_dev_type": ([ctypes.c_void_p], ctypes.c_int),
+            "ggml_backend_dev_description": ([ctypes.c_void_p], ctypes.c_char_p),
+            "ggml_backend_dev_memory": (
+                [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)],
+                None,
+            ),
+        },
+    )
 
 
 def default_threads() -> int:
@@ -437,7 +428,7 @@ def die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Child entry point: serve in this process until killed."""
-    parser = argparse.ArgumentParser(prog="python -m harness.rpc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.llama.rpc", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50052)
     parser.add_argument("--threads", type=int, default=default_threads())

@@ -37,15 +37,12 @@ from harness.gguf.reader import parse_gguf, parse_gguf_keeping_bytes
 from harness.gguf.shards import join_shards, parse_shard_name
 from harness.gguf.source import BytesSource
 from harness.models.assets import atomic_output, probe_writable
+from harness.models.registry import is_repo_id
 from harness.text import human_bytes
 
 log = logging.getLogger(__name__)
 
 _URI = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)/(?P<file>[^@]+\.gguf)(?:@(?P<rev>[^/]+))?$")
-# One half of a repository id as the Hub allows it (huggingface_hub's validate_repo_id): word characters,
-# '-' and '.', starting and ending with a word character, at most 96; '--' and '..' are refused there too
-# ('--' is how the cache joins owner and name).
-_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")  # a branch or tag name, or a commit id
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -84,8 +81,7 @@ def parse_uri(uri: str) -> HubFile:
 
 def check_repo(repo: str, where: str) -> None:
     """A repository id the Hub could hold ('owner/name'); anything else (a path, '..') is refused."""
-    parts = repo.split("/")
-    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts):
+    if not is_repo_id(repo):
         raise HubError(
             f"{where!r}: {repo!r} is not a Hub repository: OWNER/NAME of letters, digits, '_', '-' and '.' "
             "(at most 96 each, no '--' or '..')"
@@ -330,9 +326,15 @@ def _reason(exc: Exception) -> str:
     return _one_line(f"{type(exc).__name__}: {exc}", 160)
 
 
-def _content_range(resp) -> tuple[int, int, int] | None:
-    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", "").strip())
-    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+def _check_content_range(resp, name: str, first: int, last: int, size: int) -> None:
+    """A 206's Content-Range must be exactly the bytes asked for (``first``-``last`` of ``size``)."""
+    said = resp.headers.get("Content-Range")
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", (said or "").strip())
+    if m is None or (int(m[1]), int(m[2]), int(m[3])) != (first, last, size):
+        raise HubError(
+            f"{name}: asked for bytes {first}-{last} of {size}, the server answered "
+            + (f"Content-Range {_one_line(said, 80)!r}" if said else "with no Content-Range")
+        )
 
 
 def _declared_length(resp) -> int | None:
@@ -393,13 +395,7 @@ class HttpSource:
     def _read_range(self, resp, offset: int, n: int, what: str) -> bytes:
         """A 206 body: exactly the ``n`` bytes asked for, or a HubError saying how the server went wrong."""
         end = offset + n - 1
-        got_range = _content_range(resp)
-        if got_range != (offset, end, self.size_bytes):
-            said = resp.headers.get("Content-Range")
-            raise HubError(
-                f"{self.name}: asked for bytes {offset}-{end} of {self.size_bytes}, the server answered "
-                + (f"Content-Range {_one_line(said, 80)!r}" if said else "with no Content-Range")
-            )
+        _check_content_range(resp, self.name, offset, end, self.size_bytes)
         declared = _declared_length(resp)
         if declared is not None and declared != n:
             raise HubError(f"{self.name}: asked for {n} bytes ({offset}-{end}), the server announced {declared}")
@@ -458,6 +454,12 @@ def cached_name(filename: str) -> str:
     return filename.replace("/", "--")
 
 
+def matches_pattern(name: str, pattern: str) -> bool:
+    """Whether a cached file ``name`` is one a registry entry's ``pattern`` names: the pattern matches a
+    file's own name, the last part of its cached_name."""
+    return fnmatch.fnmatch(name.rsplit("--", 1)[-1], pattern)
+
+
 def _in_cache(path: Path) -> Path:
     """``path``, once checked to lie inside the cache directory. Checked on the names, not through
     symbolic links: a folder the user linked to another disk is theirs to make, and a server cannot."""
@@ -468,16 +470,17 @@ def _in_cache(path: Path) -> Path:
     return path
 
 
-def _discard(path: Path) -> None:
-    """Remove a broken cache entry, whatever it has become (a file, a folder, a dangling link)."""
-    _in_cache(path)
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise HubError(f"cannot remove the broken cache entry {path}: {exc.strerror}; remove it by hand") from None
+def _discard(*paths: Path) -> None:
+    """Remove broken cache entries, whatever they have become (a file, a folder, a dangling link)."""
+    for path in paths:
+        _in_cache(path)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise HubError(f"cannot remove the broken cache entry {path}: {exc.strerror}; remove it by hand") from None
 
 
 def _writable(folder: Path, name: str) -> None:
@@ -525,8 +528,7 @@ def _cached(hub: HubFile, commit: str, remote: RemoteFile | None = None) -> Byte
 def _discard_header(p: Path, why: str) -> None:
     log.warning("discarding the cached header %s (%s)", p, why)
     try:
-        _discard(p)
-        _discard(p.with_suffix(".json"))
+        _discard(p, p.with_suffix(".json"))
     except HubError as exc:  # a read-only cache: the header is fetched again all the same
         log.warning("%s", exc)
 
@@ -665,6 +667,13 @@ def local_dir(remote: RemoteFile) -> Path:
     return _in_cache(repo_folder(DOWNLOADS, remote.hub.repo) / remote.commit)
 
 
+def _download_paths(remote: RemoteFile) -> tuple[Path, Path, Path, Path]:
+    """(the verified file, its partial download, the partial's state, its lock), side by side."""
+    target = local_dir(remote) / cached_name(remote.hub.filename)
+    part, state, lock = (target.with_name(target.name + s) for s in (".part", ".part.json", ".lock"))
+    return target, part, state, lock
+
+
 def download(uri: str, progress=None) -> list[Downloaded]:
     """Fetch every shard of ``uri`` into the cache, resuming partial files (also left by another process),
     verifying each against the Hub's size and LFS sha256; only verified files get their final name."""
@@ -684,8 +693,7 @@ def _check_room(remotes: list[RemoteFile]) -> None:
     folder = local_dir(remotes[0])
     need = 0
     for r in remotes:
-        target = folder / cached_name(r.hub.filename)
-        part = target.with_name(target.name + ".part")
+        target, part, _, _ = _download_paths(r)
         done = target.stat().st_size if target.is_file() else part.stat().st_size if part.is_file() else 0
         need += max(0, r.size_bytes - done)
     free = shutil.disk_usage(folder).free
@@ -700,10 +708,7 @@ def _download_one(remote: RemoteFile, progress) -> Downloaded:
     from filelock import FileLock
 
     name = remote.hub.uri
-    target = local_dir(remote) / cached_name(remote.hub.filename)
-    part = target.with_name(target.name + ".part")
-    state = target.with_name(target.name + ".part.json")
-    lock = target.with_name(target.name + ".lock")
+    target, part, state, lock = _download_paths(remote)
     expect_sha = remote.etag if remote.etag and _SHA256.fullmatch(remote.etag) else None
     if lock.is_dir():
         _discard(lock)
@@ -734,8 +739,7 @@ def _download_one(remote: RemoteFile, progress) -> Downloaded:
             )
         sha = digest.hexdigest()
         if expect_sha and sha != expect_sha:
-            _discard(part)
-            _discard(state)
+            _discard(part, state)
             raise HubError(
                 f"{name}: corrupted download: sha256 {sha} is not the Hub's {expect_sha}; "
                 "the partial file was deleted, run again to download it afresh"
@@ -773,8 +777,7 @@ def _resumable(remote: RemoteFile, part: Path, state: Path, expect_sha: str | No
     if why is None:
         return size
     log.warning("%s: starting afresh, not from the partial download: %s", remote.hub.uri, why)
-    _discard(part)
-    _discard(state)
+    _discard(part, state)
     return 0
 
 
@@ -793,16 +796,10 @@ def _fetch_into(remote: RemoteFile, part: Path, state: Path, have: int, digest, 
         if resp.status_code not in (200, 206):
             raise HubError(f"{name}: the server answered {resp.status_code}")
         if resp.status_code == 206:
-            if _content_range(resp) != (have, size - 1, size):
-                said = resp.headers.get("Content-Range")
-                raise HubError(
-                    f"{name}: asked for bytes {have}-{size - 1} of {size}, the server answered "
-                    + (f"Content-Range {_one_line(said, 80)!r}" if said else "with no Content-Range")
-                )
+            _check_content_range(resp, name, have, size - 1, size)
             etag = resp.headers.get("ETag", "").removeprefix("W/").strip('"') or None
             if unverified and etag is not None and etag != remote.etag:
-                _discard(part)
-                _discard(state)
+                _discard(part, state)
                 raise HubError(
                     f"{name}: the file changed on the server (etag {remote.etag!r}, now {_one_line(etag, 80)!r}) "
                     "and it has no sha256 to verify a resume: the partial file was deleted, run again to "
@@ -828,8 +825,7 @@ def _fetch_into(remote: RemoteFile, part: Path, state: Path, have: int, digest, 
         try:
             for chunk in _chunks(resp, name, what, None, broken):
                 if len(chunk) > size - have:
-                    _discard(part)
-                    _discard(state)
+                    _discard(part, state)
                     raise HubError(
                         f"{name}: the server sent more than the {size} bytes the Hub declared: the download "
                         "was discarded as corrupt; run again to download it afresh"
@@ -934,9 +930,8 @@ def header_cached(entry) -> bool:
     if entry.hf is None:
         return False
     base = repo_folder(HEADERS, entry.hf.repo)
-    # the pattern matches a file's name: the last part of its cached_name
     return any(
-        fnmatch.fnmatch(p.name.removesuffix(_HEADER_SUFFIX).rsplit("--", 1)[-1], entry.hf.pattern)
+        matches_pattern(p.name.removesuffix(_HEADER_SUFFIX), entry.hf.pattern)
         for p in base.glob(f"*/*{_HEADER_SUFFIX}")
     )
 
@@ -950,7 +945,7 @@ def downloaded_entry(entry) -> list[Path] | None:
     found = []
     for p in base.glob("*/*.gguf"):
         filename = p.name.replace("--", "/")
-        if fnmatch.fnmatch(p.name.rsplit("--", 1)[-1], entry.hf.pattern) and _first_shard(filename) == filename:
+        if matches_pattern(p.name, entry.hf.pattern) and _first_shard(filename) == filename:
             found.append((p.stat().st_mtime, p.parent.name, filename))
     for _, commit, filename in sorted(found, reverse=True):
         paths = downloaded_paths(f"hf://{entry.hf.repo}/{filename}", commit)

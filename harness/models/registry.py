@@ -100,9 +100,16 @@ def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-# huggingface_hub's validate_repo_id: OWNER/NAME of word characters, '.' and '-', never '--' or '..' (the
-# cache names a repository's folder OWNER--NAME, which must name one repository and stay one folder)
-_REPO = re.compile(r"(?!.*--)(?!.*\.\.)[\w.-]{1,96}/[\w.-]{1,96}")
+# One half of a repository id as the Hub allows it (huggingface_hub's validate_repo_id): word characters,
+# '-' and '.', starting and ending with a word character, at most 96; '--' and '..' are refused there too
+# (the cache names a repository's folder OWNER--NAME, which must name one repository and stay one folder).
+_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+
+
+def is_repo_id(repo: str) -> bool:
+    """A repository id the Hub could hold ('owner/name'); not a path, not '..'."""
+    parts = repo.split("/")
+    return len(parts) == 2 and all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts)
 
 
 def _check_name(where: str, name: str) -> None:
@@ -168,7 +175,7 @@ def _entry(path: Path, name: str, raw: Any) -> RegistryEntry:
         if (
             set(raw["hf"]) != {"repo", "pattern"}
             or not all(isinstance(v, str) for v in raw["hf"].values())
-            or not _REPO.fullmatch(raw["hf"]["repo"])
+            or not is_repo_id(raw["hf"]["repo"])
             or not raw["hf"]["pattern"]
         ):
             raise RegistryError(f'{where}: hf must be {{ repo = "OWNER/NAME", pattern = "GLOB" }}')

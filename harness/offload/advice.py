@@ -13,11 +13,15 @@ from harness.quant.sizes import at_quant
 from harness.text import gib, human_bytes
 
 
-def shortfall_bytes(
+def every_layer_plan(
     header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, margin_fraction: float
-) -> int:
-    """How many bytes the devices lack to hold every layer (0 when they can)."""
-    full = solve(header, devices, host, cp, n_gpu_layers=header.arch.n_layer + 1, margin_fraction=margin_fraction)
+) -> Plan:
+    """The plan with every layer on the devices, whether or not they hold it."""
+    return solve(header, devices, host, cp, n_gpu_layers=header.arch.n_layer + 1, margin_fraction=margin_fraction)
+
+
+def shortfall_bytes(full: Plan) -> int:
+    """How many bytes the devices lack to hold ``full`` (0 when they can), counted device by device."""
     return sum(max(0, -d.headroom_bytes) for d in full.devices)
 
 
@@ -41,7 +45,7 @@ def suggest(
         p = solve(h, devs, host, c, margin_fraction=margin_fraction)
         return p if p.fits_fully else None
 
-    short = shortfall_bytes(header, devices, host, cp, margin_fraction)
+    short = shortfall_bytes(every_layer_plan(header, devices, host, cp, margin_fraction))
     out.append(f"all {plan.n_layers_total} layers need {gib(short)} more than the devices have at --ctx {cp.n_ctx}")
     ctx = cp.n_ctx // 2
     while ctx >= 512:
@@ -104,7 +108,7 @@ def _why_smallest_does_not_fit(
 ) -> str:
     """Why even the smallest quant does not fit, naming what does not: its weights, or (when they would
     fit) the KV cache, compute buffers and reserve that every layer on the devices brings, and by how much."""
-    full = solve(header, devices, host, cp, n_gpu_layers=header.arch.n_layer + 1, margin_fraction=margin_fraction)
+    full = every_layer_plan(header, devices, host, cp, margin_fraction)
     usable = sum(d.budget_bytes - d.margin_bytes for d in full.devices)
     weights = sum(d.weights_bytes for d in full.devices)
     parts = [
@@ -116,7 +120,7 @@ def _why_smallest_does_not_fit(
     rest = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
     room = f"the devices' {human_bytes(usable)} (budget less margin)"
     if weights <= usable and named:
-        short = sum(max(0, -d.headroom_bytes) for d in full.devices)
+        short = shortfall_bytes(full)
         each = ", counted device by device" if len(full.devices) > 1 else ""
         return (
             f"no quant of this model fits fully, and its weights are not what is short: at the smallest, {quant}, "

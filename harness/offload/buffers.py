@@ -17,7 +17,8 @@ and Gemma 3 on the CPU and RPC backends; tests/test_planner.py holds them to it.
 from __future__ import annotations
 
 from harness.gguf.header import ModelHeader
-from harness.offload.placement import ContextParams, kv_cells, swa_layers
+from harness.offload.memory import kv_cells
+from harness.offload.placement import ContextParams
 
 
 def compute_bytes(
@@ -32,7 +33,7 @@ def compute_bytes(
     n_ff = max(a.n_ff or (0,), default=0)
     n_head = max(a.n_head or (0,), default=0)
     n_q = n_head * (a.key_length or 0)
-    n_kv, n_kv_swa = cells.base, (cells.swa if any(swa_layers(header)) else 0)
+    n_kv, n_kv_swa = cells.base, cells.swa
     mask = n_kv * n_ub * (2 if cp.flash_attn else 4)
     if is_host or (holds_output and holds_layers):
         # the device that also runs the graph's start or end (fitted on single-device loads)

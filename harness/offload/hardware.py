@@ -12,6 +12,10 @@ from pathlib import Path
 from harness import settings
 from harness.errors import RegistryError
 
+# ggml.h: the CPU backend's thread pool holds at most this many threads, and llama.cpp does not check
+# (`run --threads 100000` crashed in ggml); the CLI, the engine and the RPC server all bound by it
+GGML_MAX_N_THREADS = 512
+
 # Prompt processing reaches well under half of the datasheet FLOPs (DESIGN.md section 7): plans count half.
 PP_FLOPS_FRACTION = 0.5
 

@@ -30,7 +30,7 @@ from harness.gguf.memory_layout import attention_window, layer_memory, v_head_le
 @dataclass(frozen=True)
 class KVCells:
     base: int  # cells of full-attention layers, per stream
-    swa: int  # cells of sliding-window layers, per stream
+    swa: int  # cells of sliding-window layers, per stream (0 when no layer slides)
     n_stream: int
 
 
@@ -42,12 +42,13 @@ def kv_cells(header: ModelHeader, cp) -> KVCells:
         size, streams = n_ctx, 1
     else:
         size, streams = ggml_types.pad(n_ctx // cp.n_seq_max, 256), cp.n_seq_max
-    n_swa = attention_window(header).size
-    swa = (
-        size
-        if cp.swa_full
-        else ggml_types.pad(min(size, n_swa * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
-    )
+    window = attention_window(header)
+    if not any(window.layers):
+        swa = 0
+    elif cp.swa_full:
+        swa = size
+    else:
+        swa = ggml_types.pad(min(size, window.size * (cp.n_seq_max if cp.kv_unified else 1) + cp.n_ubatch), 256)
     return KVCells(size, swa, streams)
 
 

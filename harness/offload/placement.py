@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
-from harness.gguf.memory_layout import attention_window
 from harness.gguf.roles import layer_weights_bytes, offload_layer, tied_embedding
-from harness.offload.memory import KVCells, kv_cells, memory_bytes_per_layer  # noqa: F401
+from harness.offload.memory import memory_bytes_per_layer
 
 HOST = "CPU"
 
@@ -86,23 +85,13 @@ def layer_devices(n_layer: int, n_gpu_layers: int, split: list[float]) -> list[i
     return out
 
 
-def swa_layers(header: ModelHeader) -> list[bool]:
-    """Per layer: in the sliding-window (or chunked) cache (memory.attention_window)."""
-    return list(attention_window(header).layers)
-
-
-def kv_bytes_per_layer(header: ModelHeader, cp: ContextParams, alignment: int | list[int] = 32) -> list[int]:
-    """KV cache and recurrent state bytes of each layer (0 for layers without either): memory.py."""
-    return memory_bytes_per_layer(header, cp, alignment)
-
-
 def offloaded_layer_bytes(header: ModelHeader, cp: ContextParams, alignment: int = 32) -> list[int]:
     """What each of the n_layer + 1 offloadable layers brings to the device it is offloaded to (the
     output layer last): its weights as roles.layer_weights_bytes counts them and, with offload_kqv, its
     KV cache. place() puts exactly these bytes on a device of that alignment."""
     out = layer_weights_bytes(header, alignment)
     if cp.offload_kqv:
-        for il, b in enumerate(kv_bytes_per_layer(header, cp)):
+        for il, b in enumerate(memory_bytes_per_layer(header, cp)):
             out[il] += b
     return out
 
@@ -146,6 +135,6 @@ def place(
         weights[out_dev] = weights.get(out_dev, 0) + duplicated
     kv: dict[int, int] = {}
     mem_devs = [devs[il] if cp.offload_kqv else -1 for il in range(a.n_layer)]
-    for il, b in enumerate(kv_bytes_per_layer(header, cp, [align.get(d, 32) for d in mem_devs])):
+    for il, b in enumerate(memory_bytes_per_layer(header, cp, [align.get(d, 32) for d in mem_devs])):
         kv[mem_devs[il]] = kv.get(mem_devs[il], 0) + b
     return Placement(n_gpu_layers, tuple(devs), weights, kv, where, duplicated)
