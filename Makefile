@@ -15,7 +15,7 @@ DEPS_STAMP := $(VENV)/.deps
 MODELS_STAMP := $(VENV)/.models
 MODEL ?= gemma3-270m-q4_k_m
 
-.PHONY: install models lint test bench bench-header bench-cli run compare wheel-check clean
+.PHONY: install models lint test bench bench-header bench-cli bench-plan zoo-table run compare wheel-check clean
 
 
 install: $(DEPS_STAMP)
@@ -71,6 +71,15 @@ bench-header: install models
 bench-cli: install models
 	$(PY) -m pip install --quiet gguf-inspect==0.1.0  # the stdlib-only reader, for scale
 	$(PY) benchmarks/cli_startup.py
+
+# `harness plan 405b-q4_k_m` cold and warm, compute buffers from llama.cpp's dry run (goals: 3 s, 0.5 s).
+bench-plan: install
+	$(PY) -m compileall -q harness > /dev/null  # bytecode, as a wheel install has it (an editable one has none)
+	$(PY) benchmarks/plan_speed.py
+
+# README's per-architecture table: plan vs llama.cpp's buffers on every zoo model (markdown).
+zoo-table: install
+	$(PY) benchmarks/zoo_table.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

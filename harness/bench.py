@@ -58,7 +58,8 @@ class BenchResult:
 def bytes_per_token(plan: Plan, header) -> int:
     """What generation reads per token: every weight once, except the token_embd rows not looked up; a
     model with tied embeddings reads the whole matrix anyway, as its output layer."""
-    weights = plan.host.weights_bytes + sum(d.weights_bytes for d in plan.devices)
+    host = plan.host.weights_bytes if plan.host.resident_weights_bytes is None else plan.host.resident_weights_bytes
+    weights = host + sum(d.weights_bytes for d in plan.devices)
     return weights - embedding_bytes_not_read(header, not any(d.holds_output for d in plan.devices))
 
 
@@ -189,7 +190,7 @@ def _download_to_bench(
         raise CannotRunHere(what_it_would_take(req, resolved)) from None
     here = (
         f"{local.verdict}, n_gpu_layers {local.n_gpu_layers} of {local.n_layers_total}, the host holding "
-        f"{gib(local.host.total_bytes)} of its {gib(local.host.ram_bytes)} RAM"
+        f"{gib(local.host.needed_bytes)} of its {gib(local.host.ram_bytes)} RAM"
     )
     entry = resolved.entry
     if req.model.startswith("hf://"):
@@ -264,7 +265,7 @@ def what_it_would_take(req, resolved) -> str:
                 f"{n} x {target.gpu_profile or 'gpu'}",
                 f"{alt.n_gpu_layers}/{alt.n_layers_total}",
                 alt.verdict,
-                gib(alt.host.weights_bytes + alt.host.kv_bytes),
+                gib(alt.host.needed_bytes),
                 f"{alt.predicted_tg_tokens_per_s:.2f}",
             ]
         )

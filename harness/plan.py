@@ -3,12 +3,20 @@ and the CLI)."""
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
+import shutil
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError, UsageError
+from harness import plan_cache
+from harness.errors import EngineError, HarnessError, UsageError
+from harness.gguf.standin import standin_digest, write_standin
+from harness.llama import dryrun
 from harness.llama.engine import load_and_report, local_gpus
 from harness.llama.rpc import RpcServer, device_name, endpoint_of
 from harness.llama.rpc import lib as rpc_library
@@ -26,6 +34,8 @@ MAX_N_CTX = 2**32 - 1  # n_ctx is a uint32_t; 0 means the model's training conte
 MAX_N_UBATCH = ContextParams.n_batch  # llama.cpp clamps n_ubatch to n_batch, which the plans keep at 2048
 MAX_N_GPU_LAYERS = 2**31 - 1  # an int32_t; more than n_layer + 1 offloads every layer
 MAX_LOOPBACK_SERVERS = 8  # --verify --budget: a child process each
+COMPUTE_SOURCES = ("auto", "llama", "formula")
+DRY_RUN_SOURCE = "llama.cpp dry run"  # what a plan says its compute buffers came from
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class PlanRequest:
     verify: bool = False
     local: bool = False  # plan for the devices this machine really has (run/bench), not a named profile
     remote: bool = False  # read a registry entry's real header from the Hub
+    compute: str = "auto"  # compute buffers: "llama" (its dry run), "formula", "auto" (llama when installed)
 
     def __post_init__(self) -> None:
         """Refuse what no plan can be made for, naming the option that carries it (the CLI's types refuse
@@ -68,6 +79,7 @@ class PlanRequest:
             self.n_ubatch,
             f"a micro-batch is 1..{MAX_N_UBATCH} tokens (llama.cpp uses at most n_batch, {MAX_N_UBATCH})",
         )
+        check(self.compute in COMPUTE_SOURCES, "--compute", self.compute, f"one of {', '.join(COMPUTE_SOURCES)}")
         check(1 <= self.gpus <= MAX_GPUS, "--gpus", self.gpus, f"llama.cpp takes 1..{MAX_GPUS} devices")
         check(
             math.isfinite(self.margin_fraction) and 0 <= self.margin_fraction < 1,
@@ -192,15 +204,29 @@ def context_of(req: PlanRequest, header=None) -> ContextParams:
 
 
 def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
-    """Plan ``req``; ``resolved`` (a resolve.ResolvedModel) spares a second header read when the caller has it."""
-    resolved = resolved or resolve_model(req.model, req.remote)
+    """Plan ``req``; ``resolved`` (a resolve.ResolvedModel) spares a second header read when the caller has it.
+    A request asked before with nothing changed is answered from the cache (harness.plan_cache)."""
+    key = plan_cache.key(req) if resolved is None else None
+    cached = plan_cache.load(key) if key else None
+    if cached is not None:
+        return cached
+    result = _make_plan(req, resolved or resolve_model(req.model, req.remote))
+    if key:
+        plan_cache.store(key, result)
+    return result
+
+
+def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     if req.verify and req.budget_bytes is not None and not req.rpc:
         return _verify_on_loopback(req, resolved)
     header = resolved.header
     devices, endpoints, gpu_key = target_devices(req)
+    if req.verify:
+        _check_verifiable(req.model, resolved, devices, endpoints)
     host = target_host(req)
     cp = context_of(req, header)
-    plan = solve(header, devices, host, cp, req.n_gpu_layers, req.margin_fraction)
+    oracle, compute_note = compute_oracle(req, resolved, len(devices), cp)
+    plan = solve(header, devices, host, cp, req.n_gpu_layers, req.margin_fraction, oracle, DRY_RUN_SOURCE)
     # other registry models are built only for advice, which a plan that fits does not get
     alternatives = _registry_alternatives(resolved) if devices and not plan.fits_fully else {}
     advice = suggest(
@@ -210,12 +236,56 @@ def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
         "host weights are read from the mmapped file: they live in the page cache, so the host "
         "needs that much free RAM (or the file streams from disk at disk speed)"
     ]
+    notes.append(compute_note)
     if resolved.source == "architecture":
         notes.append(f"{req.model} is built from its architecture: no file is read; sizes are llama.cpp's rules")
     result = PlanResult(req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes))
     if req.verify:
         result = _verify(result, resolved, devices, endpoints)
     return result
+
+
+def compute_oracle(req: PlanRequest, resolved, n_devices: int, cp: ContextParams):
+    """(the solver's oracle, a note saying where compute buffers come from): llama.cpp's own reservation
+    on stand-in devices when the engine is here (or --compute llama insists), else the fitted formula."""
+    if req.compute == "formula":
+        return None, "compute buffers: the fitted formula (--compute formula), not asked of llama.cpp"
+    why_not = dryrun.available()
+    if why_not:
+        if req.compute == "llama":
+            raise EngineError(f"--compute llama: llama.cpp's dry run is not available here: {why_not}")
+        return None, f"compute buffers: the fitted formula (llama.cpp's dry run is not available: {why_not})"
+    header = resolved.header
+    if resolved.virtual:
+        # the stand-in is written only when llama.cpp must be asked, into a folder of its own removed at exit:
+        # a sparse file of the model's full size (243 GB for the 405B) is not left in the cache
+        model_key = f"header:{standin_digest(header)}"
+        paths: list[str] = []
+
+        def model_path() -> str:
+            if not paths:
+                folder = tempfile.mkdtemp(prefix="harness-standin-")
+                atexit.register(shutil.rmtree, folder, True)
+                paths.append(os.fspath(write_standin(header, Path(folder))))
+            return paths[0]
+    else:
+        model_key = "file:" + ";".join(_file_stamp(p) for p in header.paths)
+
+        def model_path() -> str:
+            return header.paths[0]
+
+    def oracle(layouts):
+        asked = [dryrun.Layout(n, split) for n, split in layouts]
+        got = dryrun.reserve(model_path, model_key, n_devices, asked, cp)
+        return [(got[lay].device_compute_bytes, got[lay].host_compute_bytes) for lay in asked]
+
+    stand_ins = "loopback RPC stand-ins of the planned devices" if n_devices else "the host"
+    return oracle, f"compute buffers: llama.cpp's own reservation, a dry run without allocating on {stand_ins}"
+
+
+def _file_stamp(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _registry_alternatives(resolved) -> dict[str, Any]:
@@ -253,21 +323,22 @@ def _verify_on_loopback(req: PlanRequest, resolved) -> PlanResult:
     return replace(result, notes=(*result.notes, note))
 
 
-def _check_verifiable(model: str, resolved) -> None:
+def _check_verifiable(model: str, resolved, devices: list[Device] | None = None, endpoints=()) -> None:
+    """What --verify needs, checked before anything is planned: the model's file, and (once the devices are
+    known) llama.cpp RPC devices to load it on."""
     if resolved.source == "hub":
         raise HarnessError(f"--verify needs the model file: {model}'s header was read from the Hub; download it first")
     if resolved.virtual:
         raise HarnessError(f"--verify needs the model file: {model} is known by its architecture only")
-
-
-def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list[str]) -> PlanResult:
-    _check_verifiable(result.model, resolved)
-    if not endpoints or len(endpoints) != len(devices):
+    if devices is not None and (not endpoints or len(endpoints) != len(devices)):
         raise HarnessError(
             "--verify loads the model on the planned devices; only llama.cpp RPC devices can be verified on "
             "this machine: name them with --rpc HOST:PORT=SIZE, or give --budget SIZE to have a loopback one "
             "of that budget started for the check"
         )
+
+
+def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list[str]) -> PlanResult:
     plan = result.plan
     path = resolved.header.paths[0]
     report = load_and_report(

@@ -149,7 +149,7 @@ def render_plan(r) -> str:
     if r.n_layers_offloaded_actual is not None:
         lines.append(f"llama.cpp offloaded {r.n_layers_offloaded_actual}/{p.n_layers_total} layers")
     if not p.fits_fully and not p.host.fits:
-        lines.append(f"the host lacks {gib(h.total_bytes - h.ram_bytes)} of RAM for its share")
+        lines.append(f"the host lacks {gib(h.needed_bytes - h.ram_bytes)} of RAM for its share")
     for s in r.suggestions:
         lines.append(f"suggestion: {s}")
     for n in r.notes:

@@ -33,6 +33,7 @@ FLOORS = {
     "harness.models": 4,
     "harness.llama": 4,
     "harness.plan": 5,
+    "harness.plan_cache": 5,
     "harness.run": 6,
     "harness.bench": 7,
     "harness.compare": 8,

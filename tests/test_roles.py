@@ -15,9 +15,9 @@ from harness.gguf import ggml_types
 from harness.gguf.architecture import ArchSpec, build_header
 from harness.gguf.header import ModelHeader, model_header
 from harness.gguf.reader import TensorInfo
-from harness.gguf.roles import offload_layer, tied_embedding
+from harness.gguf.roles import offload_layer, per_layer_bytes, tied_embedding
 from harness.gguf.shards import read_header
-from harness.offload.placement import ContextParams, offloaded_layer_bytes, place
+from harness.offload.placement import NO_REPACK, ContextParams, offloaded_layer_bytes, place
 from harness.offload.solver import Device, Host, evaluate, solve
 from tests.support.writer import write_llama
 
@@ -92,15 +92,20 @@ def test_each_device_holds_what_the_solver_counts(kind, written) -> None:
     all_weights = sum(ggml_types.pad(t.n_bytes, 32) for t in h.tensors)
     for ngl in range(total + 1):
         for split in ([1.0], [1.0, 1.0], [3.0, 2.0, 2.0]):
-            p = place(h, ngl, split, CP)
+            p = place(h, ngl, split, CP, cpu=NO_REPACK)
+            holding_blocks = {dev for dev in p.layer_device[:-1] if dev != -1}
             for d in range(len(split)):
                 here = [il for il, dev in enumerate(p.layer_device) if dev == d]
                 on_device = p.weights_bytes.get(d, 0) + p.kv_bytes.get(d, 0)
-                assert on_device == sum(costs[il] for il in here), (ngl, split, d)
+                once = per_layer_bytes(h) if d in holding_blocks else 0  # rope_freqs: one instance per device
+                assert on_device == sum(costs[il] for il in here) + once, (ngl, split, d)
             # nothing lost or invented: every tensor once, plus the tied copy where the output layer is offloaded
+            # and a rope_freqs copy on each device holding blocks but not block 0
             copied = p.layer_device[-1] != -1 and tied_embedding(h) is not None
-            assert p.duplicated_bytes == (ggml_types.pad(embd.n_bytes, 32) if copied else 0)
-            assert sum(p.weights_bytes.values()) == all_weights + p.duplicated_bytes
+            copies = len(holding_blocks - {p.layer_device[0]}) * per_layer_bytes(h)
+            assert p.duplicated_bytes == (ggml_types.pad(embd.n_bytes, 32) if copied else 0) + copies
+            on_devices = sum(n for d, n in p.weights_bytes.items() if d != -1)
+            assert on_devices + p.host_tensor_bytes == all_weights + p.duplicated_bytes
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,11 +1,22 @@
-"""KV cache and recurrent state on every memory type, against llama.cpp itself.
+"""KV cache, recurrent state and weights on every memory type and weight layout, against llama.cpp itself.
 
-One tiny synthetic model per memory type (tests/support/zoo.py): standard GQA, MLA, gpt-oss's default
-sliding window, llama4's chunked attention, cohere2's window pattern, pure recurrent (Mamba-2), and
-hybrids with per-layer head-count arrays (Granite hybrid: Mamba-2 + attention; LFM2: short
-convolutions + attention). Each is loaded by llama.cpp on a loopback RPC device; the plan's KV/state
-bytes must print as llama.cpp prints every buffer (KV, SWA KV, RS) on the device and on the host, to
-the 0.01 MiB digit; weights per device must still match.
+A zoo of tiny synthetic models (tests/support/zoo.py), 17 architectures: standard GQA (qwen2, qwen3,
+mistral3, command-r, starcoder2 with biases), MoE (qwen3moe, gpt-oss with F32 and MXFP4 experts), MLA
+(deepseek2), per-layer rope tensors (llama's rope_freqs, phi3's longrope factors), sliding windows
+(gpt-oss's default, gemma2's pattern key, cohere2's default, phi3's ignored key), llama4's chunked
+attention, pure recurrent (Mamba-2), and hybrids with per-layer head-count arrays (Granite hybrid, LFM2),
+with F32, F16, Q8_0, Q4_0, Q4_K, Q2_K, IQ4_NL and MXFP4 weights. Each is loaded by llama.cpp on a
+loopback RPC device:
+
+- the plan's KV/state bytes must print as llama.cpp prints every buffer (KV, SWA KV, RS) on the device
+  and on the host, to the 0.01 MiB digit;
+- the plan's weights must print as llama.cpp prints every model buffer (RPC0, CPU_Mapped, CPU_REPACK) at
+  0, 1, half and all n_layer + 1 offloaded layers, and the cases that only an exact rule gets right
+  (a per-layer tensor's copy, LFM2's output norm, a tied output's repacked copy, a row count no layout
+  takes, a mapped range spanning offloaded tensors) must print differently without that rule.
+
+One RPC server serves the whole module; every load runs in a child process. About 150 loads of models of
+at most 25 MiB: ~2 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -19,13 +30,23 @@ from click.testing import CliRunner
 
 from harness import read_header
 from harness.cli import cli
+from harness.gguf import ggml_types
 from harness.gguf.memory_layout import attention_window
 from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
 from harness.llama.rpc import RpcServer
 from harness.offload.memory import layer_memory_bytes
-from harness.offload.placement import ContextParams, layer_devices
+from harness.offload.placement import (
+    NO_REPACK,
+    REPACK_FEATURES,
+    ContextParams,
+    CpuFeatures,
+    Placement,
+    layer_devices,
+    place,
+    this_cpu,
+)
 from harness.offload.solver import Device, Host, evaluate
-from tests.support.zoo import ZOO
+from tests.support.zoo import ZOO, mib_printed, planned_weights, printed_weights
 
 _MEMORY_LINE = re.compile(r"^\w+: +(?P<name>\S+) +(?P<kind>KV|RS) buffer size = +(?P<mib>\d+\.\d+) MiB$")
 
@@ -116,9 +137,10 @@ def test_memory_matches_llama_cpp(zoo, server, name, cp, offload) -> None:
 
     planned, printed = planned_memory(header, cp, ngl), printed_memory(report.log_lines)
     # every buffer, printed as llama.cpp prints it: the planned bytes must give the same digits
-    assert {key: f"{n / 1024.0 / 1024.0:.2f}" for key, n in planned.items()} == printed
+    assert {key: mib_printed(n) for key, n in planned.items()} == printed
+    assert planned_weights(place(header, ngl, [1.0], cp)) == printed_weights(report.log_lines)
 
-    # the plan itself carries those bytes, and its weights still match
+    # the plan itself carries those bytes
     plan = evaluate(header, [Device("rpc", 1 << 40)], Host(0, 1e9, 1e9), cp, ngl, [1.0])
     [d] = plan.devices
     [rpc] = report.rpc_buffers
@@ -130,6 +152,93 @@ def test_memory_matches_llama_cpp(zoo, server, name, cp, offload) -> None:
         <= max(n_host, 1) * MIB_PRINT_TOLERANCE_BYTES
     )
     assert abs(d.weights_bytes - rpc.model_bytes) <= MIB_PRINT_TOLERANCE_BYTES
+
+
+def _load(path: Path, ngl: int, endpoint: str):
+    return load_and_report(path, ngl, 256, [endpoint], decode=False, isolated=True)
+
+
+# the KV test above loads each model at half and all layers; these add none, the output layer alone, and every
+# block but block 0 (so a per-layer tensor's copy is made) in a small context
+WEIGHT_OFFLOADS = ("none", "output", "blocks")
+WEIGHT_CASES = [(name, which) for name in ZOO for which in WEIGHT_OFFLOADS]
+
+
+def _ngl(n_layer: int, which: str) -> int:
+    return {"none": 0, "output": 1, "blocks": n_layer}[which]
+
+
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.parametrize("name,which", WEIGHT_CASES, ids=[f"{n}-{w}" for n, w in WEIGHT_CASES])
+def test_weights_match_llama_cpp(zoo, server, name, which) -> None:
+    """Every model buffer, on the device and on the host (mapped and repacked), to the printed 0.01 MiB;
+    and the plan's DevicePlan/HostPlan weights are placement's."""
+    header = read_header(zoo[name])
+    ngl = _ngl(header.arch.n_layer, which)
+    cp = ContextParams(n_ctx=256)
+    report = _load(zoo[name], ngl, server.endpoint)
+    assert report.n_layers_on_devices == ngl
+    p = place(header, ngl, [1.0], cp)
+    assert planned_weights(p) == printed_weights(report.log_lines)
+    plan = evaluate(header, [Device("rpc", 1 << 40)], Host(0, 1e9, 1e9), cp, ngl, [1.0])
+    assert (plan.devices[0].weights_bytes, plan.host.weights_bytes) == (p.weights_bytes.get(0, 0), p.weights_bytes[-1])
+
+
+def _pad(header, name: str) -> int:
+    return ggml_types.pad(header.tensor(name).n_bytes, 32)
+
+
+def _without_rule(header, p: Placement, rule: str) -> tuple[str, int]:
+    """(buffer, bytes) that placement would predict for that buffer without ``rule``."""
+    if rule == "per-layer copy":  # llama: block 1 on RPC0 needs its own rope_freqs
+        return "RPC", p.weights_bytes[0] - _pad(header, "rope_freqs.weight")
+    if rule == "lfm2 output norm":  # token_embd_norm is LFM2's output norm, offloaded with the output layer
+        return "RPC", p.weights_bytes[0] - _pad(header, "token_embd_norm.weight")
+    if rule == "tied output repacked":  # the host's output layer multiplies by a repacked copy of token_embd
+        return "CPU_REPACK", p.repack_bytes - _pad(header, "token_embd.weight")
+    if rule == "rows":  # 228 rows: no repacked layout takes them
+        return "CPU_REPACK", p.repack_bytes + sum(_pad(header, f"blk.{i}.ffn_up.weight") for i in range(3))
+    if rule == "mapped range":  # CPU_Mapped spans output.weight, offloaded, between token_embd and blk.0
+        return "CPU_Mapped", p.host_tensor_bytes - p.repack_bytes
+    if rule == "mxfp4 repacked":  # without the repacked experts every host tensor would be mapped
+        return "CPU_Mapped", place(header, p.n_gpu_layers, [1.0], ContextParams(n_ctx=256), cpu=NO_REPACK).mapped_bytes
+    raise AssertionError(rule)
+
+
+RULES = [
+    ("llama", "blocks", "per-layer copy"),
+    ("lfm2", "output", "lfm2 output norm"),
+    ("qwen3", "none", "tied output repacked"),
+    ("starcoder2", "none", "rows"),
+    ("qwen2", "output", "mapped range"),
+    ("gpt-oss-mxfp4", "none", "mxfp4 repacked"),
+]
+
+
+@pytest.mark.engine
+@pytest.mark.rpc
+@pytest.mark.skipif("AVX2" not in this_cpu().features, reason="the repacked layouts chosen here are AVX2's")
+@pytest.mark.parametrize("name,which,rule", RULES, ids=[r for _, _, r in RULES])
+def test_each_weight_rule_shows_in_the_printedmib_printed(zoo, server, name, which, rule) -> None:
+    """The rules that move only a few KiB are proven, not assumed: without each, the prediction would
+    print otherwise than llama.cpp does (with it, test_weights_match_llama_cpp gets every digit)."""
+    header = read_header(zoo[name])
+    ngl = _ngl(header.arch.n_layer, which)
+    p = place(header, ngl, [1.0], ContextParams(n_ctx=256))
+    printed = printed_weights(_load(zoo[name], ngl, server.endpoint).log_lines)
+    assert printed == planned_weights(p)
+    buffer, without = _without_rule(header, p, rule)
+    assert mib_printed(without) != printed[buffer]
+
+
+@pytest.mark.engine
+def test_cpu_features_are_the_engines() -> None:
+    """this_cpu() detects what the installed engine's ggml build reports for the features repacking asks."""
+    import llama_cpp
+
+    engine = CpuFeatures.from_system_info(llama_cpp.llama_print_system_info().decode())
+    assert engine.features & REPACK_FEATURES == this_cpu().features & REPACK_FEATURES
 
 
 # --- without the engine ---------------------------------------------------------------------------------------
@@ -157,7 +266,11 @@ def test_windows_are_llama_cpp_defaults(headers) -> None:
     assert (l4.kind, l4.size, l4.layers, l4.period) == ("chunked", 8192, (True, True, True, False), 4)
     c2 = attention_window(headers["cohere2"])
     assert (c2.size, c2.layers) == (256, (True, True, True, False) * 2)
-    for name in ("qwen2", "deepseek2", "mamba2", "granitehybrid", "lfm2"):
+    g2 = attention_window(headers["gemma2"])  # the file's per-layer pattern, not gemma2's every other layer
+    assert (g2.kind, g2.size, g2.layers, g2.source) == ("standard", 256, (True, True, False, True), "file")
+    # phi3's sliding_window key is ignored by this llama.cpp ("Phi SWA is currently disabled")
+    assert headers["phi3"].arch.sliding_window == 128 and attention_window(headers["phi3"]).kind == "none"
+    for name in ("qwen2", "qwen3", "qwen3moe", "llama", "deepseek2", "mamba2", "granitehybrid", "lfm2"):
         assert attention_window(headers[name]).kind == "none"
 
 

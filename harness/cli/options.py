@@ -26,6 +26,9 @@ class Size(int):
         self.text = text
         return self
 
+    def __getnewargs__(self) -> tuple[int, str]:  # copy and pickle rebuild it with its text
+        return int(self), self.text
+
 
 class SizeType(click.ParamType):
     """A byte size: 40GiB, 80GB, 24000MiB or a number of bytes (harness.text.parse_size)."""

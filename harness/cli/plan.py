@@ -9,7 +9,7 @@ import click
 from harness.cli.options import SIZE, FiniteFloatRange, kv_type_option
 from harness.cli.output import echo_json
 from harness.offload.solver import MAX_GPUS
-from harness.plan import MAX_N_CTX, MAX_N_UBATCH, PlanRequest, PlanResult, make_plan
+from harness.plan import COMPUTE_SOURCES, MAX_N_CTX, MAX_N_UBATCH, PlanRequest, PlanResult, make_plan
 from harness.text import render_plan
 
 
@@ -74,6 +74,13 @@ from harness.text import render_plan
     help="Load it with llama.cpp on the planned RPC devices (--rpc; --budget: loopback ones it starts) and compare.",
 )
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
+@click.option(
+    "--compute",
+    type=click.Choice(COMPUTE_SOURCES),
+    default="auto",
+    show_default=True,
+    help="Compute buffers from llama.cpp's own dry run ('llama'), the fitted formula, or llama when installed.",
+)
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 def plan(
     model: str,
@@ -92,6 +99,7 @@ def plan(
     n_gpu_layers: int | None,
     verify: bool,
     remote: bool,
+    compute: str,
     json_: bool,
 ) -> None:
     """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
@@ -120,6 +128,7 @@ def plan(
         n_gpu_layers=n_gpu_layers,
         verify=verify,
         remote=remote,
+        compute=compute,
     )
     result = make_plan(req)
     if json_:
@@ -180,6 +189,12 @@ def plan_json(r: PlanResult) -> dict[str, Any]:
         "n_layers_total": p.n_layers_total,
         "fits_fully": p.fits_fully,
         "tensor_split": list(p.tensor_split),
+        "sources": {
+            "weights": "header",
+            "kv": "llama.cpp's rules, ported",
+            "compute": p.compute_source,
+            "reserve": "profile" if r.gpu_profile else "given",
+        },
         "n_ctx": p.context.n_ctx,
         "kv_type": p.context.type_k,
         "flash_attn": p.context.flash_attn,

@@ -7,6 +7,7 @@ module turns them into any quant. Only the llama family is described so far.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from harness.errors import RegistryError
@@ -35,6 +36,10 @@ class ArchSpec:
     tied_output: bool = False
     rope_freqs: bool = False  # llama 3.1's rope scaling factors, a [head_dim/2] F32 tensor
     source_type: str = "BF16"
+    # config.json's rope_theta and rms_norm_eps; the defaults are Llama 3/3.1's (every entry of models.toml).
+    # Neither changes a size: llama.cpp only refuses to load a llama model without the epsilon.
+    rope_freq_base: float = 500000.0
+    rms_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         """Refuse what no converter writes, before anything is built: a spec is data from models.toml."""
@@ -50,6 +55,10 @@ class ArchSpec:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
                 raise bad(f"{key} must be an integer in 1..{most:,} ({_WHY_MOST[most]}), not {value!r}")
+        for key in ("rope_freq_base", "rms_norm_eps"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= _FLOAT32_MAX:
+                raise bad(f"{key} must be a positive number (a GGUF FLOAT32 key), not {value!r}")
         if self.n_head % self.n_head_kv:
             raise bad(
                 f"n_head {self.n_head} is not a multiple of n_head_kv {self.n_head_kv}: every KV head serves "
@@ -60,6 +69,7 @@ class ArchSpec:
 # What the converter writes matrices in (convert_hf_to_gguf.py --outtype): the sizes module quantizes from there.
 SOURCE_TYPES = ("BF16", "F16", "F32")
 _UINT32 = 2**32 - 1
+_FLOAT32_MAX = 3.4028234663852886e38
 LLAMA_MAX_LAYERS = 512  # llama.cpp's src/llama-hparams.h: per-layer arrays hold this many
 _WHY_MOST = {
     LLAMA_MAX_LAYERS: "llama.cpp's LLAMA_MAX_LAYERS",
@@ -105,6 +115,12 @@ def _llama_tensors(s: ArchSpec, wtype: int) -> list[tuple[str, tuple[int, ...], 
 
 
 _BUILDERS = {"llama": _llama_tensors}
+_F32 = struct.Struct("<f")
+
+
+def _float32(value: float) -> float:
+    """``value`` as a FLOAT32 key holds it (1e-5 reads back as 9.99999974738e-06 from any file)."""
+    return _F32.unpack(_F32.pack(value))[0]
 
 
 def build_header(spec: ArchSpec) -> ModelHeader:
@@ -119,19 +135,33 @@ def build_header(spec: ArchSpec) -> ModelHeader:
         offset += ggml_types.pad(n_bytes, 32)
     arch = spec.family
     file_type = ggml_types.file_type_by_name(spec.source_type)
+    # what convert_hf_to_gguf.py writes for a LlamaForCausalLM (conversion/base.py TextModel and
+    # conversion/llama.py set_gguf_parameters), in its order; llama.cpp's load_hparams requires block_count,
+    # context_length, embedding_length and (llama) the RMS epsilon, and defaults the rest
     kvs = [
         (Keys.General.ARCHITECTURE, V.STRING, arch),
         (Keys.General.NAME, V.STRING, spec.name),
-        (Keys.General.FILE_TYPE, V.UINT32, int(file_type)),
         (Keys.LLM.BLOCK_COUNT.format(arch=arch), V.UINT32, spec.n_layer),
         (Keys.LLM.CONTEXT_LENGTH.format(arch=arch), V.UINT32, spec.context_length),
         (Keys.LLM.EMBEDDING_LENGTH.format(arch=arch), V.UINT32, spec.n_embd),
         (Keys.LLM.FEED_FORWARD_LENGTH.format(arch=arch), V.UINT32, spec.n_ff),
         (Keys.Attention.HEAD_COUNT.format(arch=arch), V.UINT32, spec.n_head),
         (Keys.Attention.HEAD_COUNT_KV.format(arch=arch), V.UINT32, spec.n_head_kv),
-        (Keys.Attention.KEY_LENGTH.format(arch=arch), V.UINT32, spec.head_dim),
-        (Keys.Attention.VALUE_LENGTH.format(arch=arch), V.UINT32, spec.head_dim),
+        (Keys.Rope.FREQ_BASE.format(arch=arch), V.FLOAT32, _float32(spec.rope_freq_base)),
+        (Keys.Attention.LAYERNORM_RMS_EPS.format(arch=arch), V.FLOAT32, _float32(spec.rms_norm_eps)),
+    ]
+    if spec.head_dim * spec.n_head != spec.n_embd:
+        # the converter writes these when config.json has head_dim (Llama 3.1's has none); llama.cpp's
+        # default, n_embd / n_head, is right unless the heads are narrower or wider than that
+        kvs += [
+            (Keys.Attention.KEY_LENGTH.format(arch=arch), V.UINT32, spec.head_dim),
+            (Keys.Attention.VALUE_LENGTH.format(arch=arch), V.UINT32, spec.head_dim),
+        ]
+    kvs += [
+        (Keys.General.FILE_TYPE, V.UINT32, int(file_type)),
         (Keys.LLM.VOCAB_SIZE.format(arch=arch), V.UINT32, spec.n_vocab),
+        # llama.cpp checks n_rot == head size for llama; the converter writes it from head_dim or n_embd / n_head
+        (Keys.Rope.DIMENSION_COUNT.format(arch=arch), V.UINT32, spec.head_dim),
     ]
     metadata = {k: KeyValue(k, t, 0, v) for k, t, v in kvs}
     virtual = GGUFFile(

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import os
 import pickle
 import re
@@ -493,7 +494,7 @@ def _backend_initialised() -> bool:
     return True
 
 
-def _has_field(structure: type[ctypes.Structure], name: str) -> bool:
+def has_field(structure: type[ctypes.Structure], name: str) -> bool:
     return any(f[0] == name for f in structure._fields_)
 
 
@@ -560,7 +561,7 @@ def loaded_model(
         split_array = (ctypes.c_float * max(llama_cpp.llama_max_devices(), len(tensor_split)))(*tensor_split)
         mparams.tensor_split = split_array
     if no_alloc:
-        missing = [f for f in ("no_alloc", "load_mode") if not _has_field(llama_cpp.llama_model_params, f)]
+        missing = [f for f in ("no_alloc", "load_mode") if not has_field(llama_cpp.llama_model_params, f)]
         if missing:
             raise EngineError(
                 f"this llama-cpp-python's llama_model_params lacks {', '.join(missing)}: "
@@ -733,7 +734,8 @@ def load_and_report(
 # --- a child process for what can kill this one ------------------------------------------------------------------
 
 _CHILD_CODE = "from harness.llama.engine import _child_main; _child_main()"
-_ISOLATED = frozenset({"load_and_report"})
+# what run_isolated may run: a function name -> its module
+_ISOLATED = {"load_and_report": "harness.llama.engine", "reserve_here": "harness.llama.dryrun"}
 
 
 def run_isolated(name: str, args: tuple, kwargs: dict[str, Any], what: str) -> Any:
@@ -787,13 +789,14 @@ def _child_main() -> None:
     if name not in _ISOLATED:
         raise SystemExit(f"error: {name} is not run in a child process")
     try:
-        result = ("ok", globals()[name](*args, **kwargs))
+        result = ("ok", getattr(importlib.import_module(_ISOLATED[name]), name)(*args, **kwargs))
     except HarnessError as exc:
         result = ("error", exc)
     except Exception as exc:  # reported by the parent as the bug it is
         result = ("bug", f"{type(exc).__name__}: {exc}")
     pickle.dump(result, answer)
     answer.close()
+    os._exit(0)  # the answer is out: skip tearing down what llama.cpp left (server threads of a dry run)
 
 
 def decode_batch(llama_cpp, ctx: int, tokens: Sequence[int], logits_for: Callable[[int], bool]) -> int:

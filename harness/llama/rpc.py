@@ -59,7 +59,7 @@ class RpcVersion:
     patch: int
 
 
-def _lib_dir() -> Path:
+def lib_dir() -> Path:
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None or spec.origin is None:
         raise RpcError("llama-cpp-python is not installed; run `make install`")
@@ -69,7 +69,7 @@ def _lib_dir() -> Path:
 @cache
 def lib() -> ctypes.CDLL:
     """libggml-rpc.so with the prototypes this module uses (the device calls live in libggml)."""
-    folder = _lib_dir()
+    folder = lib_dir()
     rpc_path = folder / "libggml-rpc.so"
     if not rpc_path.exists():
         raise RpcError(f"{rpc_path} not found: llama-cpp-python was built without CMAKE_ARGS=-DGGML_RPC=on")
@@ -89,7 +89,7 @@ def lib() -> ctypes.CDLL:
 def backend_lib() -> ctypes.CDLL:
     """libggml.so with the backend device calls (the device list, memory, RPC server devices)."""
     return clib.declare(
-        ctypes.CDLL(os.fspath(_lib_dir() / "libggml.so")),
+        ctypes.CDLL(os.fspath(lib_dir() / "libggml.so")),
         {
             "ggml_backend_load_all": ([], None),
             "ggml_backend_dev_by_type": ([ctypes.c_int], ctypes.c_void_p),

@@ -88,14 +88,19 @@ _PYPI_FIELDS = {"chunks_module", "wheel", "member"}
 _ARCH_FIELDS = {f.name: f.type for f in fields(ArchSpec) if f.name != "name"}
 
 
+# a dataclass field's annotation (a string under `from __future__ import annotations`) -> what TOML gives
+_TOML_TYPES: dict[str, Any] = {"int": int, "str": str, "bool": bool, "float": (int, float)}
+
+
 def _check_types(where: str, raw: dict, allowed: dict[str, Any]) -> None:
     unknown = set(raw) - set(allowed)
     if unknown:
         raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(allowed)}")
     for key, want in allowed.items():
-        want = {"int": int, "str": str, "bool": bool}.get(want, want) if isinstance(want, str) else want
+        want = _TOML_TYPES.get(want, want) if isinstance(want, str) else want
         if key in raw and (not isinstance(raw[key], want) or (want is not bool and isinstance(raw[key], bool))):
-            raise RegistryError(f"{where}: {key} must be a {want.__name__}, not {type(raw[key]).__name__}")
+            name = "number" if want == (int, float) else want.__name__
+            raise RegistryError(f"{where}: {key} must be a {name}, not {type(raw[key]).__name__}")
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

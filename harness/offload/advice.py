@@ -42,8 +42,10 @@ def suggest(
     out: list[str] = []
 
     def fits(h: ModelHeader, devs: list[Device], c: ContextParams) -> Plan | None:
-        p = solve(h, devs, host, c, margin_fraction=margin_fraction)
-        return p if p.fits_fully else None
+        """The plan with every layer on ``devs`` when they hold it (device totals grow with the layers, so
+        one evaluation answers what a whole solve would)."""
+        p = every_layer_plan(h, devs, host, c, margin_fraction)
+        return p if p.devices_fit else None
 
     short = shortfall_bytes(every_layer_plan(header, devices, host, cp, margin_fraction))
     out.append(f"all {plan.n_layers_total} layers need {gib(short)} more than the devices have at --ctx {cp.n_ctx}")
@@ -81,24 +83,41 @@ def suggest(
     return out
 
 
+# ALL_QUANTS runs from the largest to the smallest: this many at its end are sized first, since when the
+# smallest of them does not fit, no quant will (and the other 28 need not be built)
+_SMALLEST_FIRST = 4
+
+
 def _smaller_quant(
     header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, margin_fraction: float, fits
 ) -> list[str]:
     current = header.tensor_bytes
-    smallest = None
-    for q in ggml_types.ALL_QUANTS:
-        try:
-            h = at_quant(header, q)
-        except HarnessError:
-            continue
-        if h.tensor_bytes >= current:
-            continue
-        if smallest is None or h.tensor_bytes < smallest[1].tensor_bytes:
-            smallest = (q, h)
-        if fits(h, devices, cp):
-            return [f"a smaller quant: {q} ({gib(h.tensor_bytes)}) fits fully (`harness sizes` for all)"]
-    if smallest:
-        q, h = smallest
+    built: dict[str, ModelHeader | None] = {}
+
+    def smaller(q: str) -> ModelHeader | None:
+        if q not in built:
+            try:
+                h = at_quant(header, q)
+            except HarnessError:
+                h = None
+            built[q] = h if h is not None and h.tensor_bytes < current else None
+        return built[q]
+
+    def smallest() -> tuple[str, ModelHeader] | None:
+        sized = [(q, h) for q, h in built.items() if h is not None]
+        return min(sized, key=lambda qh: qh[1].tensor_bytes) if sized else None
+
+    for q in ggml_types.ALL_QUANTS[-_SMALLEST_FIRST:]:
+        smaller(q)
+    least = smallest()
+    if least is None or fits(least[1], devices, cp):
+        for q in ggml_types.ALL_QUANTS:
+            h = smaller(q)
+            if h is not None and fits(h, devices, cp):
+                return [f"a smaller quant: {q} ({gib(h.tensor_bytes)}) fits fully (`harness sizes` for all)"]
+        least = smallest()
+    if least:
+        q, h = least
         return [_why_smallest_does_not_fit(q, h, devices, host, cp, margin_fraction)]
     return []
 

@@ -8,13 +8,28 @@ can plan a cluster; this host's RAM is checked for what stays on the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from harness.gguf.header import ModelHeader
-from harness.gguf.roles import TOKEN_EMBD, embedding_bytes_not_read
+from harness.gguf.roles import TOKEN_EMBD, embedding_bytes_not_read, per_layer_bytes
 from harness.offload.buffers import compute_bytes, output_bytes
 from harness.offload.hardware import GPUProfile, HostProfile
-from harness.offload.placement import ContextParams, Placement, offloaded_layer_bytes, place
+from harness.offload.memory import layer_memory_bytes
+from harness.offload.placement import (
+    NO_REPACK,
+    ContextParams,
+    Placement,
+    layer_devices,
+    offloaded_layer_bytes,
+    place,
+)
+
+FORMULA = "formula"  # where compute buffers come from when llama.cpp is not asked
+
+# llama.cpp's compute buffers for a batch of layouts (n_gpu_layers, per-device layer counts): per layout, the
+# bytes on each device (in order) and on the host. harness.llama.dryrun answers it; the solver only asks.
+ComputeOracle = Callable[[Sequence[tuple[int, tuple[float, ...]]]], list[tuple[tuple[int, ...], int]]]
 
 # Per-token fixed costs (DESIGN.md: "+ fixed overhead"): what keeps a small model far below its
 # bandwidth bound. Assumptions, not measurements; the bench compares them with measured speed.
@@ -33,6 +48,9 @@ class Device:
     flops: float = 0.0  # effective fp16 FLOP/s, for prompt processing
     link_bytes_per_s: float = 25e9  # host <-> device
     alignment: int = 32
+    # a GPU backend lends the host a pinned buffer type, which llama.cpp tries before CPU_REPACK (then, with
+    # mmap, swaps for the plain CPU one): with such a device nothing on the host is repacked. RPC lends none.
+    lends_host_buffer: bool = False
 
     @classmethod
     def from_profile(
@@ -45,6 +63,7 @@ class Device:
             p.effective_bandwidth_bytes_per_s,
             p.effective_flops,
             p.link_bytes_per_s,
+            lends_host_buffer=True,
         )
 
 
@@ -98,19 +117,29 @@ class DevicePlan:
 
 @dataclass(frozen=True)
 class HostPlan:
-    weights_bytes: int  # read from the mmapped file: page cache, not anonymous memory
+    weights_bytes: int  # llama.cpp's host model buffers: the mapped file range(s) plus CPU_REPACK copies
     kv_bytes: int
     compute_bytes: int
     output_bytes: int
     ram_bytes: int
+    # each host tensor once: a repacked tensor's file pages are read once and then left to the page cache,
+    # and offloaded tensors inside the mapped range are never touched; what the host's RAM must hold
+    resident_weights_bytes: int | None = None
 
     @property
     def total_bytes(self) -> int:
+        """The host's buffers as llama.cpp reports them."""
         return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
 
     @property
+    def needed_bytes(self) -> int:
+        """The RAM the host's share needs (weights counted once each)."""
+        resident = self.weights_bytes if self.resident_weights_bytes is None else self.resident_weights_bytes
+        return resident + self.kv_bytes + self.compute_bytes + self.output_bytes
+
+    @property
     def fits(self) -> bool:
-        return self.ram_bytes == 0 or self.total_bytes <= self.ram_bytes
+        return self.ram_bytes == 0 or self.needed_bytes <= self.ram_bytes
 
 
 @dataclass(frozen=True)
@@ -124,6 +153,7 @@ class Plan:
     predicted_tg_tokens_per_s: float
     predicted_pp_tokens_per_s: float
     forced: bool = False
+    compute_source: str = FORMULA
 
     @property
     def fits_fully(self) -> bool:
@@ -157,10 +187,14 @@ def evaluate(
     split: list[float],
     margin_fraction: float = 0.0,
     forced: bool = False,
+    measured: tuple[tuple[int, ...], int] | None = None,
+    compute_source: str = FORMULA,
 ) -> Plan:
-    """The memory plan and speed of one n_gpu_layers and split."""
+    """The memory plan and speed of one n_gpu_layers and split. ``measured``: llama.cpp's compute buffers
+    for it (per device, host), which replace the formula's; ``compute_source`` says where they came from."""
     alignment = {i: d.alignment for i, d in enumerate(devices)}
-    p = place(header, n_gpu_layers, split if devices else [], cp, alignment)
+    cpu = NO_REPACK if any(d.lends_host_buffer for d in devices) else None  # None: this machine's CPU
+    p = place(header, n_gpu_layers, split if devices else [], cp, alignment, cpu=cpu)
     n_layer = header.arch.n_layer
     out_dev = p.layer_device[n_layer]
     plans = []
@@ -174,7 +208,7 @@ def evaluate(
                 d.budget_bytes,
                 p.weights_bytes.get(i, 0),
                 p.kv_bytes.get(i, 0),
-                compute_bytes(header, cp, n_layers > 0, holds_output) if used else 0,
+                measured[0][i] if measured else compute_bytes(header, cp, n_layers > 0, holds_output) if used else 0,
                 d.reserve_bytes if used else 0,
                 _margin(d.budget_bytes, margin_fraction),
                 n_layers,
@@ -185,12 +219,13 @@ def evaluate(
     host_plan = HostPlan(
         p.weights_bytes.get(-1, 0),
         p.kv_bytes.get(-1, 0),
-        compute_bytes(header, cp, host_layers > 0, out_dev == -1, is_host=True),
+        measured[1] if measured else compute_bytes(header, cp, host_layers > 0, out_dev == -1, is_host=True),
         output_bytes(header, cp),
         host.ram_bytes,
+        p.host_tensor_bytes,
     )
     tg, pp = predict_speed(header, p, devices, host, cp)
-    return Plan(n_gpu_layers, n_layer + 1, tuple(split), tuple(plans), host_plan, cp, tg, pp, forced)
+    return Plan(n_gpu_layers, n_layer + 1, tuple(split), tuple(plans), host_plan, cp, tg, pp, forced, compute_source)
 
 
 def _split_for(
@@ -219,6 +254,7 @@ def _split_for(
                 d.reserve_bytes
                 + _margin(d.budget_bytes, margin_fraction)
                 + compute_bytes(header, cp, holds_layers, is_output)
+                + (per_layer_bytes(header, d.alignment) if holds_layers else 0)
             )
             if used[dev] + cost + fixed <= d.budget_bytes:
                 counts[dev] += 1
@@ -237,13 +273,22 @@ def solve(
     cp: ContextParams,
     n_gpu_layers: int | None = None,
     margin_fraction: float = 0.0,
+    oracle: ComputeOracle | None = None,
+    oracle_source: str = FORMULA,
 ) -> Plan:
-    """The largest n_gpu_layers whose every device stays within budget (or evaluate a forced one)."""
+    """The largest n_gpu_layers whose every device stays within budget (or evaluate a forced one).
+
+    With an ``oracle`` (llama.cpp's own reservation), the formula's answer is only the first guess: the
+    plans around it get llama.cpp's compute buffers, and the search goes on, a few layouts per batch, until
+    the largest fitting n_gpu_layers is bracketed by llama.cpp's own figures."""
     total = header.arch.n_layer + 1
+    asker = _Asker(header, devices, host, cp, margin_fraction, oracle, oracle_source) if oracle else None
     if not devices:
-        return evaluate(header, [], host, cp, 0, [], margin_fraction)
+        return (asker and asker.plans([0], forced=True)[0]) or evaluate(header, [], host, cp, 0, [], margin_fraction)
     if n_gpu_layers is not None:
         ngl = max(0, min(n_gpu_layers, total))
+        if asker and (plan := asker.plans([ngl], forced=True)[ngl]):
+            return plan
         split = _split_for(header, devices, host, cp, ngl, margin_fraction) or _even(devices)
         return evaluate(header, devices, host, cp, ngl, split, margin_fraction, forced=True)
     best = evaluate(header, devices, host, cp, 0, _even(devices), margin_fraction)
@@ -257,7 +302,117 @@ def solve(
             lo, best = mid, plan
         else:
             hi = mid - 1
-    return best
+    return asker.refine(best.n_gpu_layers) if asker else best
+
+
+def layer_kinds(header: ModelHeader, cp: ContextParams) -> list[int]:
+    """A kind per repeating layer: layers of one kind have the same tensors (by role, shape and type) and
+    the same memory (KV, windowed KV, recurrent state), so llama.cpp builds the same graph for them."""
+    n_layer = header.arch.n_layer
+    tensors: dict[int, list[tuple]] = {il: [] for il in range(n_layer)}
+    for t in header.tensors:
+        if t.layer is not None and t.layer < n_layer:
+            tensors[t.layer].append((t.name.split(".", 2)[-1], tuple(t.shape), t.ggml_type))
+    memory = layer_memory_bytes(header, cp)
+    kinds: dict[tuple, int] = {}
+    return [kinds.setdefault((tuple(sorted(tensors[il])), memory[il]), len(kinds)) for il in range(n_layer)]
+
+
+# ggml-alloc's peak settles once a device holds a few layers of a kind in a row: one layer's graph reuses
+# less than two's (a qwen2 of 128 wide: 5.25 MB for one layer on the device, 6.30 MB for two to four)
+_SETTLED_RUN = 3
+
+
+def compute_signature(kinds: Sequence[int], layer_device: Sequence[int]) -> tuple:
+    """What a layout's compute buffers depend on: the kinds of layer the host and each device hold, in their
+    order, with runs of one kind counted up to a few (longer runs no longer raise the peak); which of them
+    holds the output layer; the order the layers visit them (the first receives the inputs). Not how many
+    layers a long run has: a 126-layer model asks llama.cpp once for n_gpu_layers 3..125. tests/test_dryrun.py
+    holds llama.cpp to it on every zoo architecture and both real models, at every n_gpu_layers on one
+    device and splits over two and three."""
+    n_layer = len(kinds)
+    runs: dict[int, list[list[int]]] = {}
+    order: list[int] = []
+    for il in range(n_layer):
+        d = layer_device[il]
+        if not order or order[-1] != d:
+            order.append(d)
+        mine = runs.setdefault(d, [])
+        if mine and mine[-1][0] == kinds[il] and (il and layer_device[il - 1] == d):
+            mine[-1][1] = min(mine[-1][1] + 1, _SETTLED_RUN)
+        else:
+            mine.append([kinds[il], 1])
+    per_device = tuple(sorted((d, tuple(tuple(r) for r in rs)) for d, rs in runs.items()))
+    return per_device, layer_device[n_layer], tuple(order)
+
+
+class _Asker:
+    """Plans with llama.cpp's compute buffers: asks the oracle once per compute signature, in batches."""
+
+    def __init__(self, header, devices, host, cp, margin_fraction, oracle, source) -> None:
+        self.header, self.devices, self.host, self.cp = header, devices, host, cp
+        self.margin_fraction, self.oracle, self.source = margin_fraction, oracle, source
+        self.kinds = layer_kinds(header, cp)
+        self.known: dict[tuple, tuple[tuple[int, ...], int]] = {}
+
+    def _split(self, n: int, forced: bool) -> list[float] | None:
+        if not self.devices:
+            return []
+        split = _split_for(self.header, self.devices, self.host, self.cp, n, self.margin_fraction)
+        return split if split is not None else (_even(self.devices) if forced else None)
+
+    def plans(self, ngls: Sequence[int], forced: bool = False) -> dict[int, Plan | None]:
+        """A plan per n_gpu_layers (None: no split of the formula's places that many layers)."""
+        layouts = {n: split for n in ngls if (split := self._split(n, forced)) is not None}
+        signature = {
+            n: compute_signature(self.kinds, layer_devices(self.header.arch.n_layer, n, split))
+            for n, split in layouts.items()
+        }
+        ask = {}
+        for n, sig in signature.items():
+            if sig not in self.known and sig not in ask:
+                ask[sig] = n
+        if ask:
+            answers = self.oracle([(n, tuple(layouts[n])) for n in ask.values()])
+            self.known.update(zip(ask, answers))
+        out: dict[int, Plan | None] = {n: None for n in ngls}
+        for n, split in layouts.items():
+            out[n] = evaluate(
+                self.header,
+                self.devices,
+                self.host,
+                self.cp,
+                n,
+                split,
+                self.margin_fraction,
+                forced,
+                self.known[signature[n]],
+                self.source,
+            )
+        return out
+
+    def refine(self, guess: int) -> Plan:
+        """The largest fitting n_gpu_layers by llama.cpp's figures, searched from the formula's ``guess``."""
+        total = self.header.arch.n_layer + 1
+        lo, hi = -1, total + 1  # largest known to fit, smallest known not to
+        found: dict[int, Plan] = {}
+        probes = [n for n in (guess - 1, guess, guess + 1) if 0 <= n <= total]
+        while probes:
+            for n, plan in self.plans(probes).items():
+                if plan is not None and plan.devices_fit:
+                    found[n] = plan
+                    lo = max(lo, n)
+                else:
+                    hi = min(hi, n)
+            if hi - lo <= 1:
+                break
+            # a few layouts per batch (one child process each): quarter the bracket
+            probes = [n for n in sorted({lo + (hi - lo) * k // 4 for k in (1, 2, 3)} - {lo, hi}) if 0 <= n <= total]
+        if lo >= 0:
+            return found[lo]
+        # not even 0 layers fit (the devices' fixed costs alone exceed a budget): the host-only plan
+        at_zero = self.plans([0], forced=True)[0]
+        return at_zero or evaluate(self.header, self.devices, self.host, self.cp, 0, _even(self.devices))
 
 
 MAX_GPUS = 16
@@ -269,9 +424,10 @@ def gpus_to_fit(
     """The fewest copies of ``device`` (from ``start`` up to MAX_GPUS) that hold every layer, and that plan."""
     for n in range(start, MAX_GPUS + 1):
         devices = numbered(device, n)
-        plan = solve(header, devices, host, cp, margin_fraction=margin_fraction)
-        if plan.fits_fully:
-            return n, plan
+        # every layer on the devices or not at all: one evaluation, not a whole solve
+        plan = solve(header, devices, host, cp, header.arch.n_layer + 1, margin_fraction)
+        if plan.devices_fit:
+            return n, replace(plan, forced=False)
     return None
 
 
@@ -289,7 +445,7 @@ def predict_speed(
     embd = header.tensor(TOKEN_EMBD)
     embd_bytes = embd.n_bytes if embd is not None else 0
     read = dict(p.weights_bytes)
-    read[-1] = read.get(-1, 0) - embedding_bytes_not_read(header, p.layer_device[header.arch.n_layer] == -1)
+    read[-1] = p.host_tensor_bytes - embedding_bytes_not_read(header, p.layer_device[header.arch.n_layer] == -1)
     for d, kv in p.kv_bytes.items():
         read[d] = read.get(d, 0) + kv // 2
     t_token = 0.0
@@ -307,7 +463,7 @@ def predict_speed(
     n_ub = min(cp.n_ubatch, cp.n_batch)
     params = header.n_params - (embd.n_elements if embd is not None else 0)
     dev_bytes = sum(v for k, v in p.weights_bytes.items() if k != -1)
-    host_bytes = max(p.weights_bytes.get(-1, 0) - embd_bytes, 0)
+    host_bytes = max(p.host_tensor_bytes - embd_bytes, 0)
     flops = max((d.flops for d in devices), default=0.0)
     link = min((d.link_bytes_per_s for d in devices), default=0.0)
     if flops > 0 and dev_bytes > 0:

@@ -15,7 +15,7 @@ from harness.gguf import ggml_types
 from harness.gguf.format import Keys
 from harness.gguf.header import ModelHeader, TypeTotal, model_header, totals_by_type
 from harness.gguf.reader import KeyValue, TensorInfo
-from harness.quant.rules import file_type, plan
+from harness.quant.rules import TypePlan, file_type, plan
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,16 @@ class QuantPrediction:
         return {t.type_name: t.n_tensors for t in self.type_totals}
 
 
-def predict(header: ModelHeader, ftype_name: str, has_imatrix: bool = False) -> QuantPrediction:
+def predict(
+    header: ModelHeader, ftype_name: str, has_imatrix: bool = False, types: TypePlan | None = None
+) -> QuantPrediction:
     """What llama.cpp's quantizer writes for ``header`` at ``ftype_name`` ('Q4_K_M', 'IQ2_XXS', ...).
 
     Raises QuantRuleError (a HarnessError) where llama.cpp would refuse: an unknown file type, a
     type that needs an importance matrix when ``has_imatrix`` is false, a row no type fits.
     """
     quant = file_type(ftype_name)
-    types = plan(header.tensors, header.arch, ftype_name, has_imatrix)
+    types = types or plan(header.tensors, header.arch, ftype_name, has_imatrix)
     tensors = tuple(
         PredictedTensor(t.name, t.shape, ggml_type, ggml_types.tensor_nbytes(t.shape, ggml_type), fell_back)
         for t, ggml_type, fell_back in zip(header.tensors, types.types, types.fallback)
@@ -112,8 +114,13 @@ def needs_imatrix(header: ModelHeader, quant: str) -> bool:
 
 def at_quant(header: ModelHeader, quant: str) -> ModelHeader:
     """``header`` as llama.cpp's quantizer would write it at ``quant`` (types, bytes, offsets)."""
-    # published files of the types that need an importance matrix were made with one
-    pred = predict(header, quant, has_imatrix=needs_imatrix(header, quant))
+    # published files of the types that need an importance matrix were made with one; the rules are
+    # applied once more, with one, only for those
+    without = plan(header.tensors, header.arch, quant, has_imatrix=False, check_imatrix=False)
+    if any(without.needs_imatrix):
+        pred = predict(header, quant, has_imatrix=True)
+    else:
+        pred = predict(header, quant, has_imatrix=False, types=without)
     tensors, offset = [], 0
     for t, p in zip(header.tensors, pred.tensors):
         tensors.append(TensorInfo(t.name, t.shape, p.ggml_type, offset, p.n_bytes))
