@@ -15,7 +15,7 @@ DEPS_STAMP := $(VENV)/.deps
 MODELS_STAMP := $(VENV)/.models
 MODEL ?= gemma3-270m-q4_k_m
 
-.PHONY: install models lint test bench bench-header bench-cli bench-plan zoo-table run compare wheel-check clean
+.PHONY: install models lint test test-sweep bench bench-header bench-cli bench-plan zoo-table run compare wheel-check clean
 
 
 install: $(DEPS_STAMP)
@@ -47,7 +47,11 @@ lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff format --check .
 
 test: install models
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not sweep"
+
+# The wider sweeps (every zoo model at every context for the solver, ...), left out of `make test`.
+test-sweep: install models
+	$(PY) -m pytest -q -m sweep
 
 # llama-bench's method on MODEL with the planned split (see README). A model that cannot run here
 # (e.g. MODEL=405b-q4_k_m) prints the exact plan and what it would take, and exits with status 10.

@@ -10,6 +10,7 @@ them in a real load, and the total the fitted formula alone would give. Prints a
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import read_header
-from harness.llama.engine import load_and_report
+from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
 from harness.llama.rpc import RpcServer
 from harness.plan import PlanRequest, make_plan
 from tests.support.zoo import ZOO
@@ -25,11 +26,14 @@ from tests.support.zoo import ZOO
 CONTEXTS = [(4096, "f16"), (4096, "q8_0"), (32768, "f16"), (32768, "q8_0")]
 
 
-def pct(planned: int, actual: int) -> str:
+def pct(planned: int, actual: int, n_printed: int = 0) -> str:
+    """'=' when the plan is within what llama.cpp's prints (0.01 MiB each, ``n_printed`` of them) can tell,
+    else the error in percent."""
+    if abs(planned - actual) <= n_printed * MIB_PRINT_TOLERANCE_BYTES:
+        return "="
     if actual == 0:
-        return "exact" if planned == 0 else "—"
-    e = (planned - actual) / actual * 100
-    return "exact" if abs(e) < 0.005 else f"{e:+.2f}%"
+        return "—"
+    return f"{(planned - actual) / actual * 100:+.2f}%"
 
 
 def main() -> int:
@@ -56,6 +60,10 @@ def main() -> int:
                 )
                 actual_kv = sum(b.kv_bytes for b in report.rpc_buffers)
                 actual_total = sum(b.total_bytes for b in report.rpc_buffers)
+                # lines llama.cpp printed for the device: its model and compute buffers, each KV / RS cache
+                n_kv_lines = sum(
+                    1 for line in report.log_lines if re.search(r"RPC\S* +(KV|RS) buffer size", line)
+                )
                 plans = {}
                 for compute in ("llama", "formula"):
                     req = PlanRequest(
@@ -69,8 +77,9 @@ def main() -> int:
                     )
                     [plans[compute]] = make_plan(req).plan.devices
                 cells.append(
-                    f"{pct(plans['llama'].kv_bytes, actual_kv)} / {pct(plans['llama'].total_bytes, actual_total)}"
-                    f" / {pct(plans['formula'].total_bytes, actual_total)}"
+                    f"{pct(plans['llama'].kv_bytes, actual_kv, n_kv_lines)} / "
+                    f"{pct(plans['llama'].total_bytes, actual_total, n_kv_lines + 2)} / "
+                    f"{pct(plans['formula'].total_bytes, actual_total, n_kv_lines + 2)}"
                 )
             rows.append(f"| {name} ({ngl} of {n_layer + 1}) | " + " | ".join(cells) + " |")
     print("| model (layers on the device) | " + " | ".join(f"ctx {c // 1024}k, {kv}" for c, kv in CONTEXTS) + " |")

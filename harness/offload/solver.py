@@ -306,13 +306,15 @@ def solve(
 
 
 def layer_kinds(header: ModelHeader, cp: ContextParams) -> list[int]:
-    """A kind per repeating layer: layers of one kind have the same tensors (by role, shape and type) and
-    the same memory (KV, windowed KV, recurrent state), so llama.cpp builds the same graph for them."""
+    """A kind per repeating layer: layers of one kind have the same tensors (by role and shape) and the same
+    memory (KV, windowed KV, recurrent state), so llama.cpp builds the same graph for them. Weight types do
+    not count: a matrix product's result is f32 whatever the weight's type (a Q4_K_M file's Q6_K layers
+    build the Q4_K ones' graph), and the stand-in devices run every type."""
     n_layer = header.arch.n_layer
     tensors: dict[int, list[tuple]] = {il: [] for il in range(n_layer)}
     for t in header.tensors:
         if t.layer is not None and t.layer < n_layer:
-            tensors[t.layer].append((t.name.split(".", 2)[-1], tuple(t.shape), t.ggml_type))
+            tensors[t.layer].append((t.name.split(".", 2)[-1], tuple(t.shape)))
     memory = layer_memory_bytes(header, cp)
     kinds: dict[tuple, int] = {}
     return [kinds.setdefault((tuple(sorted(tensors[il])), memory[il]), len(kinds)) for il in range(n_layer)]
