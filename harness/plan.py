@@ -25,7 +25,7 @@ from harness.models.resolve import architecture_header, resolve_model
 from harness.offload.advice import suggest
 from harness.offload.hardware import host_ram_bytes, load_profiles, measured_host_profile
 from harness.offload.placement import ContextParams, kv_type_needs_flash_attn
-from harness.offload.solver import MAX_GPUS, Device, Host, Plan, numbered, solve
+from harness.offload.solver import MAX_GPUS, STRATEGIES, Device, Host, Plan, numbered, solve_strategies
 from harness.text import human_bytes, parse_size
 
 DEFAULT_GPU = "a100-40gb"
@@ -58,6 +58,8 @@ class PlanRequest:
     local: bool = False  # plan for the devices this machine really has (run/bench), not a named profile
     remote: bool = False  # read a registry entry's real header from the Hub
     compute: str = "auto"  # compute buffers: "llama" (its dry run), "formula", "auto" (llama when installed)
+    strategy: str = "auto"  # mixture-of-experts models: "layers", "experts" (--n-cpu-moe), "auto" (the faster)
+    n_cpu_moe: int | None = None  # pin the blocks whose routed experts stay on the host
 
     def __post_init__(self) -> None:
         """Refuse what no plan can be made for, naming the option that carries it (the CLI's types refuse
@@ -80,6 +82,13 @@ class PlanRequest:
             f"a micro-batch is 1..{MAX_N_UBATCH} tokens (llama.cpp uses at most n_batch, {MAX_N_UBATCH})",
         )
         check(self.compute in COMPUTE_SOURCES, "--compute", self.compute, f"one of {', '.join(COMPUTE_SOURCES)}")
+        check(self.strategy in STRATEGIES, "--strategy", self.strategy, f"one of {', '.join(STRATEGIES)}")
+        check(
+            self.n_cpu_moe is None or 0 <= self.n_cpu_moe <= MAX_N_GPU_LAYERS,
+            "--n-cpu-moe",
+            self.n_cpu_moe,
+            "a layer count is 0 or more",
+        )
         check(1 <= self.gpus <= MAX_GPUS, "--gpus", self.gpus, f"llama.cpp takes 1..{MAX_GPUS} devices")
         check(
             math.isfinite(self.margin_fraction) and 0 <= self.margin_fraction < 1,
@@ -125,6 +134,7 @@ class PlanResult:
     actual: dict[str, Actual] = field(default_factory=dict)  # device name -> report (with --verify)
     n_layers_offloaded_actual: int | None = None
     notes: tuple[str, ...] = ()
+    other: Plan | None = None  # a mixture of experts: the strategy not chosen (layers vs experts), for comparison
 
 
 def _rpc_device(spec: str) -> tuple[Device, str]:
@@ -226,7 +236,18 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     host = target_host(req)
     cp = context_of(req, header)
     oracle, compute_note = compute_oracle(req, resolved, len(devices), cp)
-    plan = solve(header, devices, host, cp, req.n_gpu_layers, req.margin_fraction, oracle, DRY_RUN_SOURCE)
+    plan, other = solve_strategies(
+        header,
+        devices,
+        host,
+        cp,
+        req.n_gpu_layers,
+        req.margin_fraction,
+        oracle,
+        DRY_RUN_SOURCE,
+        req.n_cpu_moe,
+        req.strategy,
+    )
     # other registry models are built only for advice, which a plan that fits does not get
     alternatives = _registry_alternatives(resolved) if devices and not plan.fits_fully else {}
     advice = suggest(
@@ -239,7 +260,7 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     notes.append(compute_note)
     if resolved.source == "architecture":
         notes.append(f"{req.model} is built from its architecture: no file is read; sizes are llama.cpp's rules")
-    result = PlanResult(req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes))
+    result = PlanResult(req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes), other=other)
     if req.verify:
         result = _verify(result, resolved, devices, endpoints)
     return result
@@ -275,7 +296,7 @@ def compute_oracle(req: PlanRequest, resolved, n_devices: int, cp: ContextParams
             return header.paths[0]
 
     def oracle(layouts):
-        asked = [dryrun.Layout(n, split) for n, split in layouts]
+        asked = [dryrun.Layout(n, split, moe) for n, split, moe in layouts]
         got = dryrun.reserve(model_path, model_key, n_devices, asked, cp)
         return [(got[lay].device_compute_bytes, got[lay].host_compute_bytes) for lay in asked]
 

@@ -67,8 +67,10 @@ def render_plan(r) -> str:
     """`harness plan`'s text for ``r``, a harness.plan.PlanResult (not imported: this floor is below it): the
     verdict, a table per device and the host, the prediction, the advice."""
     p = r.plan
+    experts = f", routed experts of blocks 0..{p.n_cpu_moe - 1} on the host (--n-cpu-moe {p.n_cpu_moe})"
     lines = [
-        f"{r.model}: {p.verdict} — n_gpu_layers {p.n_gpu_layers} of {p.n_layers_total} "
+        f"{r.model}: {p.verdict} — n_gpu_layers {p.n_gpu_layers} of {p.n_layers_total}"
+        f"{experts if p.n_cpu_moe else ''} "
         f"(ctx {p.context.n_ctx}, KV {p.context.type_k}, "
         f"flash attention {'on' if p.context.flash_attn else 'off'})"
     ]
@@ -146,6 +148,15 @@ def render_plan(r) -> str:
         f"at the profiles' efficiency), up to {p.predicted_pp_tokens_per_s:.0f} tokens/s prompt processing "
         "(compute / PCIe bound)",
     ]
+    o = getattr(r, "other", None)
+    if o is not None:
+
+        def how(x) -> str:
+            moe = f" and --n-cpu-moe {x.n_cpu_moe}" if x.n_cpu_moe else ""
+            fit = "" if x.devices_fit else ", does not fit"
+            return f"n_gpu_layers {x.n_gpu_layers}{moe}: {x.predicted_tg_tokens_per_s:.2f} tokens/s{fit}"
+
+        lines.append(f"strategy: {p.strategy} ({how(p)}), chosen over {o.strategy} ({how(o)})")
     if r.n_layers_offloaded_actual is not None:
         lines.append(f"llama.cpp offloaded {r.n_layers_offloaded_actual}/{p.n_layers_total} layers")
     if not p.fits_fully and not p.host.fits:

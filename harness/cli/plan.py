@@ -8,7 +8,7 @@ import click
 
 from harness.cli.options import SIZE, FiniteFloatRange, kv_type_option
 from harness.cli.output import echo_json
-from harness.offload.solver import MAX_GPUS
+from harness.offload.solver import MAX_GPUS, STRATEGIES
 from harness.plan import COMPUTE_SOURCES, MAX_N_CTX, MAX_N_UBATCH, PlanRequest, PlanResult, make_plan
 from harness.text import render_plan
 
@@ -81,6 +81,21 @@ from harness.text import render_plan
     show_default=True,
     help="Compute buffers from llama.cpp's own dry run ('llama'), the fitted formula, or llama when installed.",
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="auto",
+    show_default=True,
+    help="Mixture-of-experts models: split whole layers, keep routed experts on the host, or the faster.",
+)
+@click.option(
+    "--n-cpu-moe",
+    "n_cpu_moe",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Keep the routed experts of the first N blocks on the host (llama.cpp's --n-cpu-moe).",
+)
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 def plan(
     model: str,
@@ -100,6 +115,8 @@ def plan(
     verify: bool,
     remote: bool,
     compute: str,
+    strategy: str,
+    n_cpu_moe: int | None,
     json_: bool,
 ) -> None:
     """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
@@ -129,6 +146,8 @@ def plan(
         verify=verify,
         remote=remote,
         compute=compute,
+        strategy=strategy,
+        n_cpu_moe=n_cpu_moe,
     )
     result = make_plan(req)
     if json_:
@@ -189,6 +208,18 @@ def plan_json(r: PlanResult) -> dict[str, Any]:
         "n_layers_total": p.n_layers_total,
         "fits_fully": p.fits_fully,
         "tensor_split": list(p.tensor_split),
+        "n_cpu_moe": p.n_cpu_moe,
+        "strategy": p.strategy,
+        "other_strategy": None
+        if r.other is None
+        else {
+            "strategy": r.other.strategy,
+            "n_gpu_layers": r.other.n_gpu_layers,
+            "n_cpu_moe": r.other.n_cpu_moe,
+            "devices_fit": r.other.devices_fit,
+            "predicted_tg_tokens_per_s": round(r.other.predicted_tg_tokens_per_s, 3),
+            "predicted_pp_tokens_per_s": round(r.other.predicted_pp_tokens_per_s, 3),
+        },
         "sources": {
             "weights": "header",
             "kv": "llama.cpp's rules, ported",

@@ -21,6 +21,11 @@ A model without ``output.weight`` has its output tied to the token embeddings: t
 ``token_embd`` to the output layer's device (SmolLM2: token_embd's 28.69 MiB on RPC0 at 1 layer), and the
 quantizer gives it the output rules.
 
+Routed experts (``ffn_{up,down,gate,gate_up}_exps`` and the ``_chexps`` of chunked experts, weights and
+biases) are what llama.cpp users move to the host with ``--n-cpu-moe N`` / ``--cpu-moe``: common/common.h's
+LLM_FFN_EXPS_REGEX, ROUTED_EXPERTS_PATTERN here. Shared experts (``_shexp``), the router (``ffn_gate_inp``)
+and ``exp_probs_b`` are not routed experts and stay with their layer.
+
 Placement, the solver's layer costs, the speed model and the bench's bytes per token all read these
 rules from here.
 """
@@ -91,6 +96,11 @@ _MUL_MAT_ID = _names(
 )
 _SUFFIXES = (".weight", ".bias")
 
+# common/common.h LLM_FFN_EXPS_REGEX: the routed experts' tensors, as --cpu-moe matches them (std::regex_search,
+# ECMAScript grammar: for this pattern Python's re.search finds the same matches); --n-cpu-moe N prefixes it
+# with ``blk\.i`` for each block i < N (llm_ffn_block_regex)
+ROUTED_EXPERTS_PATTERN = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
 
 def _base_name(name: str) -> tuple[str, str]:
     """(kind, suffix): ``blk.3.attn_q.weight`` -> ("attn_q", ".weight"); a block or posnet/convnext index
@@ -139,6 +149,19 @@ def matmul_op(tensor: TensorInfo) -> str | None:
     return "mul_mat_id" if base in _MUL_MAT_ID else "mul_mat"
 
 
+def is_routed_expert(name: str) -> bool:
+    """True for a routed expert tensor (weights or bias), the ones --cpu-moe moves to the host."""
+    return re.search(ROUTED_EXPERTS_PATTERN, name) is not None
+
+
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    r"""True when a tensor buffer override pattern applies to ``name``: llama-model-loader.cpp create_tensor
+    tries each llama_model_tensor_buft_override in order with std::regex_search (a match anywhere in the
+    name, not the whole name). The patterns are ECMAScript regexes; the ones llama.cpp's options build
+    (``blk\.N\.ffn_…``) mean the same in Python's re."""
+    return any(re.search(p, name) for p in patterns)
+
+
 def has_tied_output(tensor_names: Iterable[str]) -> bool:
     """True when there is no ``output.weight``: the output layer multiplies by the token embeddings."""
     return OUTPUT_WEIGHT not in tensor_names
@@ -167,6 +190,17 @@ def layer_weights_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
     embd = tied_embedding(header)
     if embd is not None:
         out[n_layer] += ggml_types.pad(embd.n_bytes, alignment)
+    return out
+
+
+def routed_expert_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
+    """Routed expert bytes (weights and biases) of each block, padded to ``alignment``: what --n-cpu-moe moves
+    off a device per layer it names (the rest of the layer, its KV cache included, stays)."""
+    out = [0] * header.arch.n_layer
+    for t in header.tensors:
+        block = block_of(t.name)
+        if block is not None and block < len(out) and is_routed_expert(t.name):
+            out[block] += ggml_types.pad(t.n_bytes, alignment)
     return out
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from harness import settings
 from harness.errors import EngineError, RpcError
 from harness.llama import engine, rpc
-from harness.offload.placement import ContextParams
+from harness.offload.placement import ContextParams, n_cpu_moe_patterns
 
 CACHE_VERSION = 1
 CACHE_FOLDER = "reservations"
@@ -42,10 +42,12 @@ class Layout:
 
     n_gpu_layers: int
     tensor_split: tuple[float, ...]
+    n_cpu_moe: int = 0  # the routed experts of blocks 0..n_cpu_moe-1 overridden to the host (--n-cpu-moe)
 
     @property
     def key(self) -> str:
-        return f"{self.n_gpu_layers}:" + ",".join(f"{x:g}" for x in self.tensor_split)
+        moe = f"/moe{self.n_cpu_moe}" if self.n_cpu_moe else ""
+        return f"{self.n_gpu_layers}:" + ",".join(f"{x:g}" for x in self.tensor_split) + moe
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ def reserve_here(path: str, n_devices: int, layouts: tuple[Layout, ...], cp: Con
             decode=False,
             no_alloc=True,
             tensor_split=lay.tensor_split if n_devices else (),
+            tensor_overrides=[(pattern, "CPU") for pattern in n_cpu_moe_patterns(lay.n_cpu_moe)],
         )
         per_device = tuple(
             sum(b.compute_bytes for b in report.rpc_buffers if rpc.endpoint_of(b.name) == endpoint)

@@ -60,6 +60,17 @@ Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source an
   ignored on calling ctypes callback function") and the load went on. While the log is captured, SIGINT
   inside one of our callbacks is only noted; the progress callback then cancels the load, and the
   interrupt is raised once llama.cpp has returned (`LogCapture.check_interrupt`).
+- **Tensor overrides** (`llama_model_params.tensor_buft_overrides`, a NULL-terminated array of
+  {const char * pattern; ggml_backend_buffer_type_t buft}): each tensor name is tried against the patterns
+  in order with std::regex_search; to the CPU buffer type (ggml_backend_dev_buffer_type of the CPU device,
+  which is ggml_backend_cpu_buffer_type()) the tensor then gets the host's buffer list, CPU_REPACK included.
+  Each match is logged at DEBUG level only: `tensor blk.0.ffn_up_exps.weight (0 MiB iq4_nl) buffer type
+  overridden to CPU_REPACK` (the buffer type chosen, before mmap swaps a GPU's host buffer for CPU; a name
+  created twice, a tied token_embd or rope_freqs, is logged at each creation), as is each layer's device:
+  `load_tensors: layer   3 assigned to device RPC0, is_swa = 0` (the device's name, no RPC endpoint).
+  LogCapture keeps those two kinds of DEBUG line apart (`placement_lines`), EngineReport.tensor_placed reads
+  them. With mmap, llama.cpp warns once: "tensor overrides to CPU are used with mmap enabled - consider
+  using --load-mode none for better performance".
 - **Log levels** of this ggml: DEBUG = 1, INFO = 2, WARN = 3, ERROR = 4, CONT = 5 (continues the
   previous line). llama-cpp-python's own `_logger` still maps 1 to INFO; it is restored afterwards.
 """
@@ -85,8 +96,8 @@ from typing import Any
 
 from harness import settings
 from harness.errors import EngineError, HarnessError, UsageError
-from harness.gguf import ggml_types
-from harness.llama import rpc
+from harness.gguf import ggml_types, roles
+from harness.llama import clib, rpc
 from harness.offload.hardware import GGML_MAX_N_THREADS
 from harness.offload.placement import KV_TYPES
 
@@ -108,6 +119,8 @@ _USING_DEVICE_RE = re.compile(r"using device (?P<name>\S+) \((?P<desc>.*)\) \((?
 _N_CTX_RE = re.compile(r"^llama_context: n_ctx += (?P<n>\d+)$")
 _FA_SET_RE = re.compile(r"^llama_context: flash_attn += (?P<v>\w+)$")
 _FA_RESOLVED_RE = re.compile(r"Flash Attention (?P<v>enabled|not supported)")
+_LAYER_DEVICE_RE = re.compile(r"^load_tensors: layer +(?P<il>\d+) assigned to device (?P<dev>\S+), is_swa = \d+$")
+_OVERRIDDEN_RE = re.compile(r"^tensor (?P<name>\S+) \(.*\) buffer type overridden to (?P<buft>\S+)$")
 _KV_SIZE_RE = re.compile(
     r"^llama_kv_cache: size = +(?P<mib>\d+\.\d+) MiB \( *(?P<cells>\d+) cells, "
     r"+(?P<layers>\d+) layers, +(?P<seqs>\d+)/(?P<streams>\d+) seqs\), "
@@ -193,6 +206,18 @@ class EngineReport:
     load_s: float  # model load + context creation
     decode_s: float | None
     log_lines: tuple[str, ...] = field(repr=False)  # llama.cpp's INFO/WARN/ERROR lines, in order
+    layer_devices: tuple[str, ...] = ()  # the device of each layer 0..n_layer (the output layer last), as logged
+    overridden: tuple[tuple[str, str], ...] = ()  # (tensor, buffer type) per creation an override pattern matched
+
+    def tensor_placed(self, name: str) -> str | None:
+        """Where llama.cpp put a tensor, by its DEBUG lines: the buffer type an override gave it ("CPU",
+        "CPU_REPACK"), else its block's device ("RPC0", "CPU"); None for tensors of no block
+        (input and output layers), which the log does not name."""
+        buft = dict(self.overridden).get(name)
+        if buft is not None:
+            return buft
+        block = roles.block_of(name)
+        return self.layer_devices[block] if block is not None and block < len(self.layer_devices) else None
 
     @property
     def n_layers_on_devices(self) -> int:
@@ -319,6 +344,7 @@ class LogCapture:
         self._level = LOG_INFO
         self._lock = threading.Lock()
         self.interrupted = False  # a Ctrl-C arrived inside one of our callbacks, not yet raised
+        self.placement_lines: list[str] = []  # DEBUG lines saying where layers and overridden tensors went
 
     def check_interrupt(self) -> None:
         """Raise the KeyboardInterrupt that arrived while llama.cpp was running (call after each C call)."""
@@ -344,6 +370,8 @@ class LogCapture:
                 self._partial = ""
 
     def _emit(self, line: str) -> None:
+        if self._level == LOG_DEBUG and (_LAYER_DEVICE_RE.match(line) or _OVERRIDDEN_RE.match(line)):
+            self.placement_lines.append(line)
         if self._level != LOG_DEBUG or self.keep_debug:
             self.lines.append((self._level, line))
 
@@ -485,6 +513,19 @@ def parse_log(lines: Sequence[str]) -> _Parsed:
     return out
 
 
+def parse_placement(lines: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(device per layer 0..n_layer, (tensor, buffer type) per overridden tensor) from llama.cpp's DEBUG
+    lines (LogCapture.placement_lines)."""
+    layers: dict[int, str] = {}
+    overridden: list[tuple[str, str]] = []
+    for line in lines:
+        if m := _LAYER_DEVICE_RE.match(line):
+            layers[int(m["il"])] = m["dev"]
+        elif m := _OVERRIDDEN_RE.match(line):
+            overridden.append((m["name"], m["buft"]))
+    return tuple(layers[il] for il in sorted(layers)), tuple(overridden)
+
+
 # --- loading -----------------------------------------------------------------------------------------------------
 
 
@@ -496,6 +537,46 @@ def _backend_initialised() -> bool:
 
 def has_field(structure: type[ctypes.Structure], name: str) -> bool:
     return any(f[0] == name for f in structure._fields_)
+
+
+class _BuftOverride(ctypes.Structure):
+    """llama.h struct llama_model_tensor_buft_override (llama-cpp-python declares the field as a void pointer
+    and leaves the structure out)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+OVERRIDE_BUFFER_TYPES = ("CPU",)  # the buffer types a tensor override may name here
+
+
+@cache
+def _cpu_buffer_type() -> int:
+    """ggml_backend_dev_buffer_type of the CPU device: ggml_backend_cpu_buffer_type(), the buffer type that
+    llama.cpp's loader compares an override with to give the tensor the host's buffer list (CPU_REPACK…)."""
+    g = clib.declare(rpc.backend_lib(), {"ggml_backend_dev_buffer_type": ([ctypes.c_void_p], ctypes.c_void_p)})
+    cpu = g.ggml_backend_dev_by_type(rpc.GGML_BACKEND_DEVICE_TYPE_CPU)
+    buft = g.ggml_backend_dev_buffer_type(cpu) if cpu else None
+    if not buft:
+        raise EngineError("llama.cpp has no CPU device: tensor overrides to CPU are not possible")
+    return buft
+
+
+def _override_array(tensor_overrides: Sequence[tuple[str, str]]) -> ctypes.Array | None:
+    """The NULL-terminated llama_model_tensor_buft_override array for (pattern, buffer type) pairs, or None
+    for none. Patterns are checked as Python regexes (llama.cpp's std::regex would throw while loading)."""
+    if not tensor_overrides:
+        return None
+    entries = []
+    for pattern, buft in tensor_overrides:
+        if buft not in OVERRIDE_BUFFER_TYPES:
+            raise EngineError(f"tensor override {pattern}={buft}: only {', '.join(OVERRIDE_BUFFER_TYPES)} is supported")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise EngineError(f"tensor override pattern {pattern!r} is not a regular expression: {exc}") from None
+        entries.append((pattern.encode(), _cpu_buffer_type()))
+    # ctypes keeps each pattern's bytes alive with the array (its _objects)
+    return (_BuftOverride * (len(entries) + 1))(*entries, (None, None))
 
 
 def _failure(what: str, capture: LogCapture) -> EngineError:
@@ -535,6 +616,7 @@ def loaded_model(
     no_alloc: bool = False,
     tensor_split: Sequence[float] = (),
     cb_eval: Any = None,
+    tensor_overrides: Sequence[tuple[str, str]] = (),
 ) -> Iterator[Loaded]:
     """Load ``path`` and create a context (see load_and_report for the parameters); free both on exit,
     also on errors, and restore the previous log callback."""
@@ -560,6 +642,9 @@ def loaded_model(
             raise EngineError(f"tensor_split has {len(tensor_split)} entries for {len(dev_handles)} devices")
         split_array = (ctypes.c_float * max(llama_cpp.llama_max_devices(), len(tensor_split)))(*tensor_split)
         mparams.tensor_split = split_array
+    override_array = _override_array(tensor_overrides)
+    if override_array is not None:
+        mparams.tensor_buft_overrides = ctypes.cast(override_array, ctypes.c_void_p).value
     if no_alloc:
         missing = [f for f in ("no_alloc", "load_mode") if not has_field(llama_cpp.llama_model_params, f)]
         if missing:
@@ -608,7 +693,7 @@ def loaded_model(
                     f"K {_kv_type_name(tk)}, V {_kv_type_name(tv)})",
                     capture,
                 )
-            keepalive = (device_array, split_array, cb_eval, progress_callback)
+            keepalive = (device_array, split_array, override_array, cb_eval, progress_callback)
             yield Loaded(llama_cpp, model, ctx, capture, time.perf_counter() - t0, keepalive)
         finally:
             if ctx:
@@ -631,6 +716,7 @@ def report_of(
     decode_s: float | None = None,
 ) -> EngineReport:
     parsed = parse_log(capture.text_lines())
+    layer_devices, overridden = parse_placement(capture.placement_lines)
     return EngineReport(
         model_path=os.fspath(loaded_path),
         n_gpu_layers=n_gpu_layers,
@@ -649,6 +735,8 @@ def report_of(
         load_s=load_s,
         decode_s=decode_s,
         log_lines=capture.text_lines(),
+        layer_devices=layer_devices,
+        overridden=overridden,
     )
 
 
@@ -670,6 +758,7 @@ def load_and_report(
     n_decode_tokens: int = 8,
     no_alloc: bool = False,
     tensor_split: Sequence[float] = (),
+    tensor_overrides: Sequence[tuple[str, str]] = (),
     isolated: bool = False,
 ) -> EngineReport:
     """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
@@ -683,6 +772,9 @@ def load_and_report(
     no_alloc: simulate allocations (compute buffers only; model and KV print as 0; no decode).
     tensor_split: one weight per device (llama_model_params.tensor_split); empty: llama.cpp splits by
     the devices' free memory.
+    tensor_overrides: (pattern, "CPU") pairs, llama_model_params.tensor_buft_overrides in order (``-ot
+    PATTERN=CPU``; placement.n_cpu_moe_patterns for --n-cpu-moe): tensors whose names a pattern matches go
+    to the host whatever their layer's device. The report says where each went (EngineReport.tensor_placed).
     isolated: load in a child process, so that llama.cpp dying (an RPC peer that answers garbage or
     hangs up mid-load aborts its client) is an EngineError here, not the end of this process.
     Everything llama.cpp allocated is freed before returning, also on errors.
@@ -701,6 +793,7 @@ def load_and_report(
         swa_full=swa_full,
         no_alloc=no_alloc,
         tensor_split=tuple(tensor_split),
+        tensor_overrides=tuple((str(p), str(b)) for p, b in tensor_overrides),
     )
     if isolated:
         onto = f" onto {', '.join(devices)}" if devices else ""

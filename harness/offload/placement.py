@@ -18,6 +18,11 @@ get_mapping_range, llama-model.cpp load_tensors and make_cpu_buft_list):
   which get an anonymous ``CPU_REPACK`` buffer instead (and a tied output weight on the host that qualifies
   gets a repacked copy there, beside the mapped embeddings). Which tensors qualify depends on the CPU:
   ``CpuFeatures`` below.
+
+Tensor overrides (llama_model_params.tensor_buft_overrides, ``-ot PATTERN=CPU``, ``--n-cpu-moe N``) move
+tensors whose names match a pattern to the host whatever their layer's device: ``host_patterns`` of place(),
+n_cpu_moe_patterns for llama.cpp's own. Such a tensor is a host tensor like any other (mapped, or repacked
+when it qualifies); its layer's other tensors and KV cache stay where the layer is.
 """
 
 from __future__ import annotations
@@ -30,10 +35,19 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 
+from harness.errors import UsageError
 from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
 from harness.gguf.reader import TensorInfo
-from harness.gguf.roles import is_per_layer, layer_weights_bytes, matmul_op, offload_layer, tied_embedding
+from harness.gguf.roles import (
+    ROUTED_EXPERTS_PATTERN,
+    is_per_layer,
+    layer_weights_bytes,
+    matches_any,
+    matmul_op,
+    offload_layer,
+    tied_embedding,
+)
 from harness.offload.memory import memory_bytes_per_layer
 
 HOST = "CPU"
@@ -254,6 +268,18 @@ def is_repacked(tensor: TensorInfo, cpu: CpuFeatures, op: str | None = None) -> 
     return any(needs <= cpu.features and tensor.shape[1] % rows == 0 for needs, rows in layouts)
 
 
+def n_cpu_moe_patterns(n: int) -> tuple[str, ...]:
+    r"""llama.cpp's ``--n-cpu-moe N``: the routed experts of blocks 0..N-1 on the host, as the tensor
+    override patterns it builds (common/arg.cpp "--n-cpu-moe" -> common/common.h
+    llm_add_n_cpu_ffn_overrides(N, LLM_FFN_EXPS_REGEX): ``blk\.i`` + LLM_FFN_EXPS_REGEX for i < N, each to
+    ggml_backend_cpu_buffer_type()). Counted from block 0 up, while n_gpu_layers offloads from the last block
+    down; N above n_layer names blocks that do not exist and matches nothing more. ``--cpu-moe`` is the
+    unprefixed pattern, roles.ROUTED_EXPERTS_PATTERN."""
+    if n < 0:
+        raise UsageError(f"--n-cpu-moe {n}: the number of layers must not be negative")
+    return tuple(rf"blk\.{i}{ROUTED_EXPERTS_PATTERN}" for i in range(n))
+
+
 @dataclass(frozen=True)
 class Placement:
     """Bytes per device index (-1: host) for one n_gpu_layers and split.
@@ -271,6 +297,7 @@ class Placement:
     repack_bytes: int = 0  # the host's CPU_REPACK buffer (part of weights_bytes[-1])
     host_tensor_bytes: int = 0  # each host tensor once, padded: what host compute reads at most per token
     repacked: tuple[str, ...] = ()  # host tensors (and a tied output copy: token_embd) in CPU_REPACK
+    overridden: tuple[str, ...] = ()  # tensors a host pattern matched (llama.cpp logs each as "overridden")
 
 
 def place(
@@ -281,6 +308,7 @@ def place(
     alignment: dict[int, int] | None = None,
     cpu: CpuFeatures | None = None,
     mmap: bool = True,
+    host_patterns: tuple[str, ...] = (),
 ) -> Placement:
     """Weights and KV cache per device. ``alignment`` (device -> bytes) pads each tensor as the
     device's buffer type does (32 for CPU and RPC).
@@ -290,7 +318,21 @@ def place(
     GPU backends): make_cpu_buft_list puts it before CPU_REPACK, every host matrix weight passes its
     check, and with mmap the loader then swaps it for the plain CPU buffer, so nothing is repacked
     (a published CUDA log, shared/data cuda-logs-published.json case D: Q4_0 with 15/33 layers offloaded
-    shows CPU_Mapped only). ``mmap``: llama.cpp's default load mode; without it host weights are allocated."""
+    shows CPU_Mapped only). ``mmap``: llama.cpp's default load mode; without it host weights are allocated.
+
+    ``host_patterns``: tensor buffer overrides to the CPU (llama_model_tensor_buft_override with
+    ggml_backend_cpu_buffer_type(), e.g. n_cpu_moe_patterns). llama-model-loader.cpp create_tensor
+    (buft_for_tensor, "check overrides") tries them before the layer's buffer types: the first pattern that
+    std::regex_search finds in the name (roles.matches_any) gives the tensor select_weight_buft over the CPU's
+    buffer list, the one a host layer's tensors get (make_cpu_buft_list: a GPU's host buffer type, CPU_REPACK,
+    CPU), so an overridden weight is repacked exactly when a host layer's would be (``cpu``), else it joins
+    the host's other tensors in the CPU context, whose mapped range (get_mapping_range) now spans it. A
+    matched per-layer tensor (rope_freqs) then has its one instance on the host (each block's lookup finds
+    it in the CPU context), and a matched tied ``token_embd`` gets the host output's treatment. The layer's
+    other tensors, and its KV cache (llama_kv_cache follows the layer's device), stay on its device. The
+    compute follows the weights: ggml_backend_sched runs an op on the backend holding its weight, so the
+    host's experts are multiplied by the CPU backend (a GPU backend may claim the op for large batches,
+    offload_op, copying the weights; RPC devices never do)."""
     a = header.arch
     n_layer = a.n_layer
     arch = a.name or ""
@@ -310,9 +352,16 @@ def place(
         weights[d] = weights.get(d, 0) + n
         return n
 
+    for pattern in host_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(f"tensor override pattern {pattern!r} is not a regular expression: {exc}") from None
+    overridden = tuple(t.name for t in header.tensors if host_patterns and matches_any(t.name, host_patterns))
+    on_host = frozenset(overridden)
     for t in header.tensors:
         il = offload_layer(t, n_layer, arch)
-        d = -1 if il is None else devs[il]
+        d = -1 if il is None or t.name in on_host else devs[il]
         where[t.name] = d
         if d != -1:
             on_device(d, t)
@@ -330,10 +379,12 @@ def place(
     # per-layer tensors: block 0's device has the file's tensor, each further device holding blocks a copy
     further = {d for d in devs[:n_layer] if d != devs[0]} if n_layer else set()
     for t in header.tensors:
-        if is_per_layer(t):
+        if is_per_layer(t) and t.name not in on_host:
             for d in sorted(further):
                 duplicated += on_device(d, t)
     embd = tied_embedding(header)
+    if embd is not None and embd.name in on_host:
+        out_dev = -1  # the output's copy is overridden too: create_tensor matches it by the same name
     if embd is not None and out_dev != -1:
         duplicated += on_device(out_dev, embd)
     elif embd is not None and is_repacked(embd, cpu, op="mul_mat"):
@@ -349,5 +400,15 @@ def place(
     for il, b in enumerate(memory_bytes_per_layer(header, cp, [align.get(d, 32) for d in mem_devs])):
         kv[mem_devs[il]] = kv.get(mem_devs[il], 0) + b
     return Placement(
-        n_gpu_layers, tuple(devs), weights, kv, where, duplicated, mapped, repack, host_tensors, tuple(repacked)
+        n_gpu_layers,
+        tuple(devs),
+        weights,
+        kv,
+        where,
+        duplicated,
+        mapped,
+        repack,
+        host_tensors,
+        tuple(repacked),
+        overridden,
     )

@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from harness.gguf.header import ModelHeader
-from harness.gguf.roles import TOKEN_EMBD, embedding_bytes_not_read, per_layer_bytes
+from harness.gguf.roles import (
+    TOKEN_EMBD,
+    embedding_bytes_not_read,
+    is_routed_expert,
+    per_layer_bytes,
+    routed_expert_bytes,
+)
 from harness.offload.buffers import compute_bytes, output_bytes
 from harness.offload.hardware import GPUProfile, HostProfile
 from harness.offload.memory import layer_memory_bytes
@@ -21,15 +27,17 @@ from harness.offload.placement import (
     ContextParams,
     Placement,
     layer_devices,
+    n_cpu_moe_patterns,
     offloaded_layer_bytes,
     place,
 )
 
 FORMULA = "formula"  # where compute buffers come from when llama.cpp is not asked
 
-# llama.cpp's compute buffers for a batch of layouts (n_gpu_layers, per-device layer counts): per layout, the
+# llama.cpp's compute buffers for a batch of layouts: per layout, the
 # bytes on each device (in order) and on the host. harness.llama.dryrun answers it; the solver only asks.
-ComputeOracle = Callable[[Sequence[tuple[int, tuple[float, ...]]]], list[tuple[tuple[int, ...], int]]]
+# A layout: (n_gpu_layers, per-device layer counts, n_cpu_moe).
+ComputeOracle = Callable[[Sequence[tuple[int, tuple[float, ...], int]]], list[tuple[tuple[int, ...], int]]]
 
 # Per-token fixed costs (DESIGN.md: "+ fixed overhead"): what keeps a small model far below its
 # bandwidth bound. Assumptions, not measurements; the bench compares them with measured speed.
@@ -154,6 +162,12 @@ class Plan:
     predicted_pp_tokens_per_s: float
     forced: bool = False
     compute_source: str = FORMULA
+    n_cpu_moe: int = 0  # blocks 0..n_cpu_moe-1 keep their routed experts on the host
+
+    @property
+    def strategy(self) -> str:
+        """ "experts" when routed experts stay on the host, else "layers"."""
+        return "experts" if self.n_cpu_moe else "layers"
 
     @property
     def fits_fully(self) -> bool:
@@ -170,7 +184,7 @@ class Plan:
         if not self.host.fits:
             return "cannot run"
         if self.fits_fully:
-            return "fits fully"
+            return "expert offload" if self.n_cpu_moe else "fits fully"
         return "partial offload" if self.n_gpu_layers else "host only"
 
 
@@ -189,12 +203,22 @@ def evaluate(
     forced: bool = False,
     measured: tuple[tuple[int, ...], int] | None = None,
     compute_source: str = FORMULA,
+    n_cpu_moe: int = 0,
 ) -> Plan:
     """The memory plan and speed of one n_gpu_layers and split. ``measured``: llama.cpp's compute buffers
-    for it (per device, host), which replace the formula's; ``compute_source`` says where they came from."""
+    for it (per device, host), which replace the formula's; ``compute_source`` says where they came from.
+    ``n_cpu_moe``: the routed experts of blocks 0..n_cpu_moe-1 stay on the host (llama.cpp's --n-cpu-moe)."""
     alignment = {i: d.alignment for i, d in enumerate(devices)}
     cpu = NO_REPACK if any(d.lends_host_buffer for d in devices) else None  # None: this machine's CPU
-    p = place(header, n_gpu_layers, split if devices else [], cp, alignment, cpu=cpu)
+    p = place(
+        header,
+        n_gpu_layers,
+        split if devices else [],
+        cp,
+        alignment,
+        cpu=cpu,
+        host_patterns=n_cpu_moe_patterns(n_cpu_moe),
+    )
     n_layer = header.arch.n_layer
     out_dev = p.layer_device[n_layer]
     plans = []
@@ -225,21 +249,31 @@ def evaluate(
         p.host_tensor_bytes,
     )
     tg, pp = predict_speed(header, p, devices, host, cp)
-    return Plan(n_gpu_layers, n_layer + 1, tuple(split), tuple(plans), host_plan, cp, tg, pp, forced, compute_source)
+    return Plan(
+        n_gpu_layers, n_layer + 1, tuple(split), tuple(plans), host_plan, cp, tg, pp, forced, compute_source, n_cpu_moe
+    )
 
 
 def _split_for(
-    header: ModelHeader, devices: list[Device], host: Host, cp: ContextParams, ngl: int, margin_fraction: float
+    header: ModelHeader,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    ngl: int,
+    margin_fraction: float,
+    n_cpu_moe: int = 0,
 ) -> list[float] | None:
     """Layer counts per device (given to llama.cpp as tensor_split, which then places exactly these
     counts) that put ``ngl`` layers within every budget, filling devices in order; None if none do."""
     if len(devices) == 1:
         return [1.0]
     # the layers offloaded, lowest first, then the output layer (also when ngl is 0: a split is still given)
-    costs = {
-        a: offloaded_layer_bytes(header, cp, a)[header.arch.n_layer + 1 - max(ngl, 1) :]
-        for a in {d.alignment for d in devices}
-    }
+    costs = {}
+    for a in {d.alignment for d in devices}:
+        per_layer = offloaded_layer_bytes(header, cp, a)
+        for il, n in enumerate(routed_expert_bytes(header, a)[:n_cpu_moe]):
+            per_layer[il] -= n
+        costs[a] = per_layer[header.arch.n_layer + 1 - max(ngl, 1) :]
     counts = [0] * len(devices)
     used = [0] * len(devices)
     dev = 0
@@ -266,6 +300,9 @@ def _split_for(
     return [float(c) for c in counts]
 
 
+STRATEGIES = ("auto", "layers", "experts")
+
+
 def solve(
     header: ModelHeader,
     devices: list[Device],
@@ -275,34 +312,122 @@ def solve(
     margin_fraction: float = 0.0,
     oracle: ComputeOracle | None = None,
     oracle_source: str = FORMULA,
+    n_cpu_moe: int | None = None,
+    strategy: str = "layers",
 ) -> Plan:
-    """The largest n_gpu_layers whose every device stays within budget (or evaluate a forced one).
+    """The best plan for ``strategy`` (see solve_strategies), or the one a forced n_gpu_layers / n_cpu_moe gives."""
+    return solve_strategies(
+        header, devices, host, cp, n_gpu_layers, margin_fraction, oracle, oracle_source, n_cpu_moe, strategy
+    )[0]
+
+
+def solve_strategies(
+    header: ModelHeader,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    n_gpu_layers: int | None = None,
+    margin_fraction: float = 0.0,
+    oracle: ComputeOracle | None = None,
+    oracle_source: str = FORMULA,
+    n_cpu_moe: int | None = None,
+    strategy: str = "auto",
+) -> tuple[Plan, Plan | None]:
+    """(the chosen plan, the other strategy's plan or None).
+
+    layers: the largest n_gpu_layers whose every device stays within budget (the dense split).
+    experts (mixture-of-experts models): every layer on the devices and the routed experts of as few blocks
+    as needed on the host (--n-cpu-moe N, the smallest N that fits); when even all experts on the host do not
+    fit, the layer split of what remains. auto: of the two, the one with the faster predicted generation.
+    A forced ``n_gpu_layers`` and/or ``n_cpu_moe`` is evaluated (or solved for the other) as given.
 
     With an ``oracle`` (llama.cpp's own reservation), the formula's answer is only the first guess: the
-    plans around it get llama.cpp's compute buffers, and the search goes on, a few layouts per batch, until
-    the largest fitting n_gpu_layers is bracketed by llama.cpp's own figures."""
-    total = header.arch.n_layer + 1
+    plans around it get llama.cpp's compute buffers, until the answer is bracketed by llama.cpp's figures."""
     asker = _Asker(header, devices, host, cp, margin_fraction, oracle, oracle_source) if oracle else None
+    is_moe = header.arch.n_expert > 0 and any(routed_expert_bytes(header))
+    if n_cpu_moe is not None or not is_moe or strategy == "layers" or not devices:
+        moe = min(max(n_cpu_moe or 0, 0), header.arch.n_layer)
+        return _solve_layers(header, devices, host, cp, n_gpu_layers, margin_fraction, asker, moe), None
+    experts = _solve_experts(header, devices, host, cp, margin_fraction, asker)
+    if strategy == "experts":
+        return experts, None
+    layers = _solve_layers(header, devices, host, cp, n_gpu_layers, margin_fraction, asker, 0)
+    if experts.predicted_tg_tokens_per_s > layers.predicted_tg_tokens_per_s and experts.devices_fit:
+        return experts, layers
+    return layers, experts
+
+
+def _solve_layers(
+    header: ModelHeader,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    n_gpu_layers: int | None,
+    margin_fraction: float,
+    asker: _Asker | None,
+    moe: int,
+) -> Plan:
+    total = header.arch.n_layer + 1
     if not devices:
-        return (asker and asker.plans([0], forced=True)[0]) or evaluate(header, [], host, cp, 0, [], margin_fraction)
+        return (asker and asker.plans([(0, moe)], forced=True)[(0, moe)]) or evaluate(
+            header, [], host, cp, 0, [], margin_fraction, n_cpu_moe=moe
+        )
     if n_gpu_layers is not None:
         ngl = max(0, min(n_gpu_layers, total))
-        if asker and (plan := asker.plans([ngl], forced=True)[ngl]):
+        if asker and (plan := asker.plans([(ngl, moe)], forced=True)[(ngl, moe)]):
             return plan
-        split = _split_for(header, devices, host, cp, ngl, margin_fraction) or _even(devices)
-        return evaluate(header, devices, host, cp, ngl, split, margin_fraction, forced=True)
-    best = evaluate(header, devices, host, cp, 0, _even(devices), margin_fraction)
+        split = _split_for(header, devices, host, cp, ngl, margin_fraction, moe) or _even(devices)
+        return evaluate(header, devices, host, cp, ngl, split, margin_fraction, forced=True, n_cpu_moe=moe)
+    best = evaluate(header, devices, host, cp, 0, _even(devices), margin_fraction, n_cpu_moe=moe)
     lo, hi = 0, total
     # device totals grow with n_gpu_layers, so the largest fitting value can be bisected
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        split = _split_for(header, devices, host, cp, mid, margin_fraction)
-        plan = evaluate(header, devices, host, cp, mid, split, margin_fraction) if split else None
+        split = _split_for(header, devices, host, cp, mid, margin_fraction, moe)
+        plan = evaluate(header, devices, host, cp, mid, split, margin_fraction, n_cpu_moe=moe) if split else None
         if plan is not None and plan.devices_fit:
             lo, best = mid, plan
         else:
             hi = mid - 1
-    return asker.refine(best.n_gpu_layers) if asker else best
+    if asker is None:
+        return best
+    found = asker.bracket(lambda n: (n, moe), best.n_gpu_layers, 0, total, largest=True)
+    if found is not None:
+        return found
+    # not even 0 layers fit (the devices' fixed costs alone exceed a budget): the host-only plan
+    return asker.plans([(0, moe)], forced=True)[(0, moe)] or best
+
+
+def _solve_experts(
+    header: ModelHeader,
+    devices: list[Device],
+    host: Host,
+    cp: ContextParams,
+    margin_fraction: float,
+    asker: _Asker | None,
+) -> Plan:
+    """Every layer on the devices, the fewest blocks' routed experts on the host."""
+    total, n_layer = header.arch.n_layer + 1, header.arch.n_layer
+
+    def at(moe: int) -> Plan | None:
+        split = _split_for(header, devices, host, cp, total, margin_fraction, moe)
+        return evaluate(header, devices, host, cp, total, split, margin_fraction, n_cpu_moe=moe) if split else None
+
+    lo, hi = 0, n_layer + 1  # device totals fall as n_cpu_moe grows: bisect the smallest that fits
+    best: Plan | None = None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        plan = at(mid) if mid <= n_layer else None
+        if plan is not None and plan.devices_fit:
+            hi, best = mid, plan
+        else:
+            lo = mid + 1
+    if best is None:  # even every block's experts on the host leave too much: split the layers as well
+        return _solve_layers(header, devices, host, cp, None, margin_fraction, asker, n_layer)
+    if asker is None:
+        return best
+    found = asker.bracket(lambda m: (total, m), best.n_cpu_moe, 0, n_layer, largest=False)
+    return found or _solve_layers(header, devices, host, cp, None, margin_fraction, asker, n_layer)
 
 
 def layer_kinds(header: ModelHeader, cp: ContextParams) -> list[int]:
@@ -357,29 +482,33 @@ class _Asker:
         self.kinds = layer_kinds(header, cp)
         self.known: dict[tuple, tuple[tuple[int, ...], int]] = {}
 
-    def _split(self, n: int, forced: bool) -> list[float] | None:
+    def _kinds(self, moe: int) -> list[int]:
+        """Layer kinds, a block whose experts stay on the host being a kind of its own."""
+        return [k * 2 + (il < moe) for il, k in enumerate(self.kinds)]
+
+    def _split(self, n: int, moe: int, forced: bool) -> list[float] | None:
         if not self.devices:
             return []
-        split = _split_for(self.header, self.devices, self.host, self.cp, n, self.margin_fraction)
+        split = _split_for(self.header, self.devices, self.host, self.cp, n, self.margin_fraction, moe)
         return split if split is not None else (_even(self.devices) if forced else None)
 
-    def plans(self, ngls: Sequence[int], forced: bool = False) -> dict[int, Plan | None]:
-        """A plan per n_gpu_layers (None: no split of the formula's places that many layers)."""
-        layouts = {n: split for n in ngls if (split := self._split(n, forced)) is not None}
+    def plans(self, asked: Sequence[tuple[int, int]], forced: bool = False) -> dict[tuple[int, int], Plan | None]:
+        """A plan per (n_gpu_layers, n_cpu_moe) (None: no split of the formula's places that many layers)."""
+        layouts = {nm: split for nm in asked if (split := self._split(*nm, forced)) is not None}
         signature = {
-            n: compute_signature(self.kinds, layer_devices(self.header.arch.n_layer, n, split))
-            for n, split in layouts.items()
+            (n, moe): compute_signature(self._kinds(moe), layer_devices(self.header.arch.n_layer, n, split))
+            for (n, moe), split in layouts.items()
         }
         ask = {}
-        for n, sig in signature.items():
+        for nm, sig in signature.items():
             if sig not in self.known and sig not in ask:
-                ask[sig] = n
+                ask[sig] = nm
         if ask:
-            answers = self.oracle([(n, tuple(layouts[n])) for n in ask.values()])
+            answers = self.oracle([(n, tuple(layouts[(n, moe)]), moe) for n, moe in ask.values()])
             self.known.update(zip(ask, answers))
-        out: dict[int, Plan | None] = {n: None for n in ngls}
-        for n, split in layouts.items():
-            out[n] = evaluate(
+        out: dict[tuple[int, int], Plan | None] = {nm: None for nm in asked}
+        for (n, moe), split in layouts.items():
+            out[(n, moe)] = evaluate(
                 self.header,
                 self.devices,
                 self.host,
@@ -388,33 +517,34 @@ class _Asker:
                 split,
                 self.margin_fraction,
                 forced,
-                self.known[signature[n]],
+                self.known[signature[(n, moe)]],
                 self.source,
+                moe,
             )
         return out
 
-    def refine(self, guess: int) -> Plan:
-        """The largest fitting n_gpu_layers by llama.cpp's figures, searched from the formula's ``guess``."""
-        total = self.header.arch.n_layer + 1
-        lo, hi = -1, total + 1  # largest known to fit, smallest known not to
+    def bracket(self, layout, guess: int, least: int, most: int, largest: bool) -> Plan | None:
+        """The largest (or smallest) x in least..most whose plan ``layout(x)`` fits by llama.cpp's figures,
+        searched from the formula's ``guess``, a few layouts per batch (one child process each)."""
+        fit_side, other_side = least - 1, most + 1  # known to fit / known not to, as x runs the wrong way
+        if not largest:
+            fit_side, other_side = most + 1, least - 1
         found: dict[int, Plan] = {}
-        probes = [n for n in (guess - 1, guess, guess + 1) if 0 <= n <= total]
+        probes = [x for x in (guess - 1, guess, guess + 1) if least <= x <= most]
         while probes:
-            for n, plan in self.plans(probes).items():
+            plans = self.plans([layout(x) for x in probes])
+            for x in probes:
+                plan = plans[layout(x)]
                 if plan is not None and plan.devices_fit:
-                    found[n] = plan
-                    lo = max(lo, n)
+                    found[x] = plan
+                    fit_side = max(fit_side, x) if largest else min(fit_side, x)
                 else:
-                    hi = min(hi, n)
-            if hi - lo <= 1:
+                    other_side = min(other_side, x) if largest else max(other_side, x)
+            if abs(other_side - fit_side) <= 1:
                 break
-            # a few layouts per batch (one child process each): quarter the bracket
-            probes = [n for n in sorted({lo + (hi - lo) * k // 4 for k in (1, 2, 3)} - {lo, hi}) if 0 <= n <= total]
-        if lo >= 0:
-            return found[lo]
-        # not even 0 layers fit (the devices' fixed costs alone exceed a budget): the host-only plan
-        at_zero = self.plans([0], forced=True)[0]
-        return at_zero or evaluate(self.header, self.devices, self.host, self.cp, 0, _even(self.devices))
+            lo, hi = sorted((fit_side, other_side))
+            probes = [x for x in sorted({lo + (hi - lo) * k // 4 for k in (1, 2, 3)} - {lo, hi}) if least <= x <= most]
+        return found.get(fit_side)
 
 
 MAX_GPUS = 16
@@ -441,13 +571,25 @@ def predict_speed(
     header: ModelHeader, p: Placement, devices: list[Device], host: Host, cp: ContextParams
 ) -> tuple[float, float]:
     """(generation, prompt) tokens/s. Generation reads every weight once per token where it lives
-    (token_embd is a row lookup) plus the KV cache at half the context; devices run one after another.
-    Prompt processing is compute-bound, and host-resident weights cross the link once per ubatch
-    (llama.cpp's op offload) when a device exists."""
+    (token_embd is a row lookup; of a mixture-of-experts' routed experts only the share a token uses,
+    expert_used_count / expert_count) plus the KV cache at half the context; devices run one after another.
+    Prompt processing is compute-bound on the active parameters, and host-resident weights (host experts
+    included: a micro-batch of 512 tokens touches every expert) cross the link once per ubatch (llama.cpp's
+    op offload) when a device exists."""
     embd = header.tensor(TOKEN_EMBD)
     embd_bytes = embd.n_bytes if embd is not None else 0
     read = dict(p.weights_bytes)
     read[-1] = p.host_tensor_bytes - embedding_bytes_not_read(header, p.layer_device[header.arch.n_layer] == -1)
+    # a token reads only its experts: expert_used_count of expert_count of each routed expert tensor, on
+    # whichever side it sits (shared experts and everything else in full)
+    a = header.arch
+    unread_share = 1 - a.n_expert_used / a.n_expert if a.n_expert else 0.0
+    routed_params = 0
+    for t in header.tensors:
+        if unread_share and is_routed_expert(t.name):
+            d = p.tensor_device.get(t.name, -1)
+            read[d] = read.get(d, 0) - int(t.n_bytes * unread_share)
+            routed_params += t.n_elements
     for d, kv in p.kv_bytes.items():
         read[d] = read.get(d, 0) + kv // 2
     t_token = 0.0
@@ -463,7 +605,8 @@ def predict_speed(
     tg = 1.0 / t_token if t_token > 0 else 0.0
 
     n_ub = min(cp.n_ubatch, cp.n_batch)
-    params = header.n_params - (embd.n_elements if embd is not None else 0)
+    # the active parameters: a token's experts only
+    params = header.n_params - (embd.n_elements if embd is not None else 0) - int(routed_params * unread_share)
     dev_bytes = sum(v for k, v in p.weights_bytes.items() if k != -1)
     host_bytes = max(p.host_tensor_bytes - embd_bytes, 0)
     flops = max((d.flops for d in devices), default=0.0)
