@@ -61,9 +61,7 @@ def main() -> int:
                 actual_kv = sum(b.kv_bytes for b in report.rpc_buffers)
                 actual_total = sum(b.total_bytes for b in report.rpc_buffers)
                 # lines llama.cpp printed for the device: its model and compute buffers, each KV / RS cache
-                n_kv_lines = sum(
-                    1 for line in report.log_lines if re.search(r"RPC\S* +(KV|RS) buffer size", line)
-                )
+                n_kv_lines = sum(1 for line in report.log_lines if re.search(r"RPC\S* +(KV|RS) buffer size", line))
                 plans = {}
                 for compute in ("llama", "formula"):
                     req = PlanRequest(

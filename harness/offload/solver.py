@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 
 from harness.gguf.header import ModelHeader
 from harness.gguf.roles import (
@@ -422,19 +423,20 @@ def _solve_experts(
             hi, best = mid, plan
         else:
             lo = mid + 1
+    if asker is not None:  # llama.cpp's figures decide, from the formula's guess (all blocks when it found none)
+        guess = best.n_cpu_moe if best is not None else n_layer
+        best = asker.bracket(lambda m: (total, m), guess, 0, n_layer, largest=False)
     if best is None:  # even every block's experts on the host leave too much: split the layers as well
         return _solve_layers(header, devices, host, cp, None, margin_fraction, asker, n_layer)
-    if asker is None:
-        return best
-    found = asker.bracket(lambda m: (total, m), best.n_cpu_moe, 0, n_layer, largest=False)
-    return found or _solve_layers(header, devices, host, cp, None, margin_fraction, asker, n_layer)
+    return best
 
 
-def layer_kinds(header: ModelHeader, cp: ContextParams) -> list[int]:
+def layer_kinds(header: ModelHeader, cp: ContextParams, n_cpu_moe: int = 0) -> list[int]:
     """A kind per repeating layer: layers of one kind have the same tensors (by role and shape) and the same
     memory (KV, windowed KV, recurrent state), so llama.cpp builds the same graph for them. Weight types do
     not count: a matrix product's result is f32 whatever the weight's type (a Q4_K_M file's Q6_K layers
-    build the Q4_K ones' graph), and the stand-in devices run every type."""
+    build the Q4_K ones' graph), and the stand-in devices run every type. A block whose routed experts stay on
+    the host (below ``n_cpu_moe``) is a kind of its own."""
     n_layer = header.arch.n_layer
     tensors: dict[int, list[tuple]] = {il: [] for il in range(n_layer)}
     for t in header.tensors:
@@ -442,7 +444,11 @@ def layer_kinds(header: ModelHeader, cp: ContextParams) -> list[int]:
             tensors[t.layer].append((t.name.split(".", 2)[-1], tuple(t.shape)))
     memory = layer_memory_bytes(header, cp)
     kinds: dict[tuple, int] = {}
-    return [kinds.setdefault((tuple(sorted(tensors[il])), memory[il]), len(kinds)) for il in range(n_layer)]
+    # ids that mean the same for every n_cpu_moe: twice the layer's own kind, plus one with its experts on the host
+    return [
+        2 * kinds.setdefault((tuple(sorted(tensors[il])), memory[il]), len(kinds)) + (il < n_cpu_moe)
+        for il in range(n_layer)
+    ]
 
 
 # ggml-alloc's peak settles once a device holds a few layers of a kind in a row: one layer's graph reuses
@@ -479,12 +485,8 @@ class _Asker:
     def __init__(self, header, devices, host, cp, margin_fraction, oracle, source) -> None:
         self.header, self.devices, self.host, self.cp = header, devices, host, cp
         self.margin_fraction, self.oracle, self.source = margin_fraction, oracle, source
-        self.kinds = layer_kinds(header, cp)
         self.known: dict[tuple, tuple[tuple[int, ...], int]] = {}
-
-    def _kinds(self, moe: int) -> list[int]:
-        """Layer kinds, a block whose experts stay on the host being a kind of its own."""
-        return [k * 2 + (il < moe) for il, k in enumerate(self.kinds)]
+        self._kinds = cache(lambda moe: layer_kinds(header, cp, moe))
 
     def _split(self, n: int, moe: int, forced: bool) -> list[float] | None:
         if not self.devices:
