@@ -139,3 +139,17 @@ def test_strategy_and_n_cpu_moe_pin_the_plan() -> None:
 def test_a_dense_model_never_moves_experts() -> None:
     r = _plan("70b-q4_k_m")
     assert r.plan.n_cpu_moe == 0 and r.other is None and r.plan.strategy == "layers"
+
+
+def test_the_mtp_block_llama_cpp_leaves_unloaded_is_in_no_buffer() -> None:
+    """GLM-4.5-Air's file keeps its multi-token-prediction block (blk.46); llama.cpp skips it (load_mtp is
+    off): "model has unused tensor blk.46.… -- ignoring". It counts as a layer, but in no buffer."""
+    from harness.models.resolve import resolve_model
+    from harness.offload.placement import place
+
+    header = resolve_model("glm-4.5-air-q4_k_m").header
+    mtp = sum(t.n_bytes for t in header.tensors if t.name.startswith("blk.46."))
+    assert mtp > 2 << 30 and header.arch.n_layer == 47 and header.arch.n_layer_nextn == 1
+    p = place(header, 48, [1.0], CP)
+    assert "blk.46.attn_norm.weight" not in p.tensor_device
+    assert p.weights_bytes[0] + p.host_tensor_bytes < header.tensor_bytes - mtp + (1 << 20)

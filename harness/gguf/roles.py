@@ -134,6 +134,15 @@ def offload_layer(tensor: TensorInfo, n_layer: int, arch: str = "") -> int | Non
     return 0
 
 
+def is_skipped(tensor: TensorInfo, n_layer: int, n_layer_nextn: int) -> bool:
+    """True for a tensor llama.cpp does not load by default: the trailing multi-token-prediction blocks
+    (n_layer_nextn of them; llama_model_params.load_mtp is false, so each architecture's loader flags them
+    TENSOR_SKIP and llama-model-loader.cpp logs "model has unused tensor … -- ignoring"). They are in the
+    file, and still counted as layers by n_gpu_layers, but on no device and not in host memory."""
+    block = block_of(tensor.name)
+    return n_layer_nextn > 0 and block is not None and n_layer - n_layer_nextn <= block < n_layer
+
+
 def is_per_layer(tensor: TensorInfo) -> bool:
     """True for the tensors llama.cpp creates with every block (rope_freqs, rope_factors_long/short): each
     further buffer holding blocks gets a copy."""
@@ -185,7 +194,7 @@ def layer_weights_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
     out = [0] * (n_layer + 1)
     for t in header.tensors:
         il = offload_layer(t, n_layer, arch)
-        if il is not None and not is_per_layer(t):
+        if il is not None and not is_per_layer(t) and not is_skipped(t, n_layer, header.arch.n_layer_nextn):
             out[il] += ggml_types.pad(t.n_bytes, alignment)
     embd = tied_embedding(header)
     if embd is not None:
@@ -199,7 +208,8 @@ def routed_expert_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
     out = [0] * header.arch.n_layer
     for t in header.tensors:
         block = block_of(t.name)
-        if block is not None and block < len(out) and is_routed_expert(t.name):
+        skipped = is_skipped(t, len(out), header.arch.n_layer_nextn)
+        if block is not None and block < len(out) and is_routed_expert(t.name) and not skipped:
             out[block] += ggml_types.pad(t.n_bytes, alignment)
     return out
 

@@ -42,6 +42,7 @@ from harness.gguf.reader import TensorInfo
 from harness.gguf.roles import (
     ROUTED_EXPERTS_PATTERN,
     is_per_layer,
+    is_skipped,
     layer_weights_bytes,
     matches_any,
     matmul_op,
@@ -360,6 +361,8 @@ def place(
     overridden = tuple(t.name for t in header.tensors if host_patterns and matches_any(t.name, host_patterns))
     on_host = frozenset(overridden)
     for t in header.tensors:
+        if is_skipped(t, n_layer, header.arch.n_layer_nextn):
+            continue  # an MTP block llama.cpp leaves unloaded: in the file, in no buffer
         il = offload_layer(t, n_layer, arch)
         d = -1 if il is None or t.name in on_host else devs[il]
         where[t.name] = d

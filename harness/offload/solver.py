@@ -350,8 +350,8 @@ def solve_strategies(
         moe = min(max(n_cpu_moe or 0, 0), header.arch.n_layer)
         return _solve_layers(header, devices, host, cp, n_gpu_layers, margin_fraction, asker, moe), None
     experts = _solve_experts(header, devices, host, cp, margin_fraction, asker)
-    if strategy == "experts":
-        return experts, None
+    if strategy == "experts" or (experts.n_cpu_moe == 0 and experts.fits_fully):
+        return experts, None  # (every layer fits with its experts: there is nothing to choose)
     layers = _solve_layers(header, devices, host, cp, n_gpu_layers, margin_fraction, asker, 0)
     if experts.predicted_tg_tokens_per_s > layers.predicted_tg_tokens_per_s and experts.devices_fit:
         return experts, layers
