@@ -588,8 +588,8 @@ def predict_speed(
     unread_share = 1 - a.n_expert_used / a.n_expert if a.n_expert else 0.0
     routed_params = 0
     for t in header.tensors:
-        if unread_share and is_routed_expert(t.name):
-            d = p.tensor_device.get(t.name, -1)
+        d = p.tensor_device.get(t.name)  # None: a tensor llama.cpp leaves unloaded (an MTP block)
+        if unread_share and d is not None and is_routed_expert(t.name):
             read[d] = read.get(d, 0) - int(t.n_bytes * unread_share)
             routed_params += t.n_elements
     for d, kv in p.kv_bytes.items():
