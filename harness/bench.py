@@ -81,6 +81,7 @@ def records(b: BenchResult) -> list[dict]:
             "type_k": b.plan.context.type_k,
             "type_v": b.plan.context.type_v,
             "n_gpu_layers": b.plan.n_gpu_layers,
+            "n_cpu_moe": b.plan.n_cpu_moe,
             "flash_attn": fa,
             "n_prompt": t.n_prompt,
             "n_gen": t.n_gen,
@@ -94,6 +95,7 @@ def records(b: BenchResult) -> list[dict]:
             # the harness's own fields
             "harness_model": b.model,
             "n_layers_offloaded": b.report.n_layers_on_devices,
+            "strategy": b.plan.strategy,
             "baseline_avg_ts": round(t.baseline_avg_ts, 3),
             "overhead_ratio": round(t.overhead_ratio, 4),
             "load_s": round(b.load_s, 4),
@@ -143,7 +145,8 @@ def bench_model(
         raise CannotRunHere(f"{exc}\n\n{what_it_would_take(req, resolved)}") from None
     path = resolved.header.paths[0]
     threads = n_threads or os.cpu_count() or 1
-    progress(f"loading {path} with n_gpu_layers {plan.n_gpu_layers}")
+    moe = f", n_cpu_moe {plan.n_cpu_moe}" if plan.n_cpu_moe else ""
+    progress(f"loading {path} with n_gpu_layers {plan.n_gpu_layers}{moe}")
     with open_session(path, plan, plan.context, result.rpc_endpoints, threads) as s:
         tests = run_bench(s, n_prompt, n_gen, reps, progress)
         report = s.report()
@@ -259,7 +262,15 @@ def what_it_would_take(req, resolved) -> str:
     rows = []
     for n in (1, 2, 4, 8, 16):
         devices = target_devices(replace(target_req, gpus=n))[0]
-        alt = solve(resolved.header, devices, host, cp, margin_fraction=req.margin_fraction)
+        alt = solve(
+            resolved.header,
+            devices,
+            host,
+            cp,
+            margin_fraction=req.margin_fraction,
+            n_cpu_moe=req.n_cpu_moe,
+            strategy=req.strategy,
+        )
         rows.append(
             [
                 f"{n} x {target.gpu_profile or 'gpu'}",

@@ -26,11 +26,39 @@ from harness.llama.session import open_session
 from harness.models.assets import atomic_output
 from harness.models.resolve import resolve_model
 from harness.offload.placement import ContextParams
-from harness.offload.solver import gpus_to_fit, solve
+from harness.offload.solver import Plan, gpus_to_fit, solve_strategies
 from harness.plan import context_of, target_devices, target_host
 from harness.quant.sizes import at_quant, needs_imatrix, predict
 
 DEFAULT_QUANTS = ("Q8_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")
+
+
+@dataclass(frozen=True)
+class StrategyFit:
+    """One way to split a mixture of experts on the target: whole layers, or routed experts on the host."""
+
+    strategy: str  # "layers" / "experts"
+    n_gpu_layers: int
+    n_cpu_moe: int
+    fits_fully: bool  # every layer on the devices (the experts of n_cpu_moe blocks on the host)
+    devices_fit: bool
+    verdict: str
+    predicted_tg_tokens_per_s: float
+
+    @classmethod
+    def of(cls, plan: Plan) -> StrategyFit:
+        return cls(
+            plan.strategy,
+            plan.n_gpu_layers,
+            plan.n_cpu_moe,
+            plan.fits_fully,
+            plan.devices_fit,
+            plan.verdict,
+            plan.predicted_tg_tokens_per_s,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -52,6 +80,9 @@ class Row:
     kld: float | None = None
     top1_agreement: float | None = None
     note: str = ""
+    strategy: str = "layers"  # how the plan above splits the model: "experts" keeps routed experts on the host
+    n_cpu_moe: int = 0
+    other: StrategyFit | None = None  # a mixture of experts: the strategy not chosen, on the same target
 
 
 @dataclass(frozen=True)
@@ -80,11 +111,15 @@ class Comparison:
             "gpus_to_fit",
             "predicted_tg_at_fit_tokens_per_s",
             "note",
+            "strategy",
+            "n_cpu_moe",
         )
         rows = []
         for r in self.rows:
             d = {k: getattr(r, k) for k in keys}
-            rows.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
+            d = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+            d["other_strategy"] = r.other.to_json() if r.other else None
+            rows.append(d)
         return {"model": self.model, "reference": self.reference, "rows": rows, "notes": list(self.notes)}
 
 
@@ -123,11 +158,22 @@ class _Target:
     host: object
     context: object
     margin_fraction: float
+    strategy: str = "auto"
+    n_cpu_moe: int | None = None
 
     def row(self, quant: str, header, n_fallback: int, file_bytes: int | None = None, **measured) -> Row:
-        """``quant``'s row: ``header`` planned on the devices, and how many GPUs of the kind hold every layer
-        (with the predicted tg there); ``measured``: the fields measured here, and the note."""
-        plan = solve(header, self.devices, self.host, self.context, margin_fraction=self.margin_fraction)
+        """``quant``'s row: ``header`` planned on the devices (a mixture of experts both ways: the faster plan
+        that fits, and the other), and how many GPUs of the kind hold every layer (with the predicted tg
+        there); ``measured``: the fields measured here, and the note."""
+        plan, other = solve_strategies(
+            header,
+            self.devices,
+            self.host,
+            self.context,
+            margin_fraction=self.margin_fraction,
+            n_cpu_moe=self.n_cpu_moe,
+            strategy=self.strategy,
+        )
         found = gpus_to_fit(header, self.devices[0], self.host, self.context, self.margin_fraction)
         return Row(
             quant,
@@ -142,6 +188,9 @@ class _Target:
             found[0] if found else None,
             found[1].predicted_tg_tokens_per_s if found else None,
             **measured,
+            strategy=plan.strategy,
+            n_cpu_moe=plan.n_cpu_moe,
+            other=StrategyFit.of(other) if other else None,
         )
 
 
@@ -156,7 +205,9 @@ def compare(
     """``req`` is a harness.plan.PlanRequest for the target budget (its model is the one compared)."""
 
     resolved = resolve_model(req.model, req.remote)
-    target = _Target(target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction)
+    target = _Target(
+        target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction, req.strategy, req.n_cpu_moe
+    )
     if resolved.virtual:
         return _compare_architecture(req, quants, resolved, target, progress)
     return _compare_local(req, quants, resolved, target, text, reps, n_chunks, progress)

@@ -15,17 +15,28 @@ from typing import Any
 
 from harness import plan_cache
 from harness.errors import EngineError, HarnessError, UsageError
+from harness.gguf.roles import block_of
 from harness.gguf.standin import standin_digest, write_standin
 from harness.llama import dryrun
-from harness.llama.engine import load_and_report, local_gpus
+from harness.llama.engine import EngineReport, load_and_report, local_gpus
 from harness.llama.rpc import RpcServer, device_name, endpoint_of
 from harness.llama.rpc import lib as rpc_library
+from harness.llama.session import tensor_overrides
 from harness.models.registry import load_registry
 from harness.models.resolve import architecture_header, resolve_model
 from harness.offload.advice import suggest
 from harness.offload.hardware import host_ram_bytes, load_profiles, measured_host_profile
-from harness.offload.placement import ContextParams, kv_type_needs_flash_attn
-from harness.offload.solver import MAX_GPUS, STRATEGIES, Device, Host, Plan, numbered, solve_strategies
+from harness.offload.placement import HOST, ContextParams, Placement, kv_type_needs_flash_attn
+from harness.offload.solver import (
+    MAX_GPUS,
+    STRATEGIES,
+    Device,
+    Host,
+    Plan,
+    numbered,
+    placement_of,
+    solve_strategies,
+)
 from harness.text import human_bytes, parse_size
 
 DEFAULT_GPU = "a100-40gb"
@@ -135,6 +146,7 @@ class PlanResult:
     n_layers_offloaded_actual: int | None = None
     notes: tuple[str, ...] = ()
     other: Plan | None = None  # a mixture of experts: the strategy not chosen (layers vs experts), for comparison
+    placement_mismatches: tuple[str, ...] = ()  # --verify with overrides: tensors llama.cpp put elsewhere than planned
 
 
 def _rpc_device(spec: str) -> tuple[Device, str]:
@@ -361,7 +373,9 @@ def _check_verifiable(model: str, resolved, devices: list[Device] | None = None,
 
 def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list[str]) -> PlanResult:
     plan = result.plan
-    path = resolved.header.paths[0]
+    header = resolved.header
+    path = header.paths[0]
+    overrides = tensor_overrides(plan)
     report = load_and_report(
         path,
         plan.n_gpu_layers,
@@ -374,6 +388,7 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         swa_full=plan.context.swa_full,
         decode=True,
         tensor_split=plan.tensor_split,
+        tensor_overrides=overrides,
         isolated=True,  # an RPC peer that misbehaves after its HELLO aborts llama.cpp: an error here, not a crash
     )
     actual = {}
@@ -389,4 +404,49 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         sum(b.compute_bytes for b in host),
         sum(b.output_bytes for b in host),
     )
-    return replace(result, actual=actual, n_layers_offloaded_actual=report.n_layers_on_devices)
+    notes = result.notes
+    mismatches: tuple[str, ...] = ()
+    if overrides:
+        # the plan's placement, as the solver's evaluate makes it (the same devices, split and patterns)
+        placed = placement_of(header, devices, plan.context, plan.n_gpu_layers, plan.tensor_split, plan.n_cpu_moe)
+        mismatches = placement_mismatches(placed, report)
+        n = len(placed.overridden)
+        notes = (
+            *notes,
+            f"llama.cpp placed all {n} overridden tensors where the plan said (the routed experts of blocks "
+            f"0..{plan.n_cpu_moe - 1} on the host)"
+            if not mismatches
+            else f"llama.cpp placed {len(mismatches)} tensors elsewhere than the plan said: "
+            + "; ".join(mismatches[:8])
+            + (f"; and {len(mismatches) - 8} more" if len(mismatches) > 8 else ""),
+        )
+    return replace(
+        result,
+        actual=actual,
+        n_layers_offloaded_actual=report.n_layers_on_devices,
+        notes=notes,
+        placement_mismatches=mismatches,
+    )
+
+
+def placement_mismatches(placed: Placement, report: EngineReport) -> tuple[str, ...]:
+    """Each tensor llama.cpp put elsewhere than ``placed`` says, by llama.cpp's DEBUG log: an overridden tensor
+    in the buffer type planned (CPU_REPACK where the plan repacks it, else CPU), none overridden that the plan
+    did not override, and each other block tensor on the host or a device as its layer is planned (a device by
+    side only: every RPC server names its first device RPC0)."""
+    out = []
+    got = dict(report.overridden)
+    repacked = frozenset(placed.repacked)
+    for name in placed.overridden:
+        want = "CPU_REPACK" if name in repacked else HOST
+        if got.get(name) != want:
+            out.append(f"{name}: planned {want}, llama.cpp {got.get(name) or 'did not override it'}")
+    for name in sorted(set(got) - set(placed.overridden)):
+        out.append(f"{name}: not planned to move, llama.cpp overrode it to {got[name]}")
+    for name, d in placed.tensor_device.items():
+        if name in got or block_of(name) is None:
+            continue
+        where = report.tensor_placed(name)
+        if where is not None and (where == HOST) != (d == -1):
+            out.append(f"{name}: planned {'the host' if d == -1 else 'a device'}, llama.cpp {where}")
+    return tuple(out)

@@ -7,8 +7,9 @@ import json
 import click
 
 from harness.bench import BenchResult, bench_model, records, write_results
-from harness.cli.options import check_writable_dir, plan_options
+from harness.cli.options import check_writable_dir, moe_options, plan_options
 from harness.cli.output import Progress
+from harness.cli.run import strategy_text
 from harness.plan import MAX_N_CTX, PlanRequest
 from harness.text import human_bytes, table
 
@@ -32,6 +33,7 @@ from harness.text import human_bytes, table
     "--ctx", "n_ctx", default=None, type=click.IntRange(0, MAX_N_CTX), help="Context (default: enough for pp + tg)."
 )
 @plan_options
+@moe_options
 @click.option(
     "--download", is_flag=True, help="A model not here (architecture-only entry, hf:// name): download it, then bench."
 )
@@ -50,6 +52,8 @@ def bench(
     kv_type: str,
     threads: int | None,
     force: bool,
+    strategy: str,
+    n_cpu_moe: int | None,
     download: bool,
     out_dir: str | None,
     json_: bool,
@@ -74,6 +78,8 @@ def bench(
         n_ctx=n_ctx or max(512, n_prompt + n_gen),
         kv_type=kv_type,
         n_gpu_layers=n_gpu_layers,
+        strategy=strategy,
+        n_cpu_moe=n_cpu_moe,
     )
     result = bench_model(
         req,
@@ -131,7 +137,8 @@ def markdown(result: BenchResult, recs: list[dict]) -> str:
     lines.append("")
     lines.append(
         f"load {result.load_s:.2f} s; peak RSS {human_bytes(result.peak_rss_bytes)}; llama.cpp offloaded "
-        f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers"
+        f"{result.report.n_layers_on_devices}/{result.plan.n_layers_total} layers (planned "
+        f"{strategy_text(result.plan)})"
     )
     tg = next((r for r in recs if r["n_gen"]), None)
     if tg:

@@ -9,7 +9,7 @@ import click
 
 from harness.cli.options import SIZE, TextFileType, check_writable_dir
 from harness.cli.output import echo_json
-from harness.compare import DEFAULT_QUANTS, Comparison, plot
+from harness.compare import DEFAULT_QUANTS, Comparison, StrategyFit, plot
 from harness.compare import compare as compare_quants
 from harness.errors import UsageError
 from harness.plan import MAX_N_CTX, PlanRequest
@@ -25,6 +25,7 @@ MAX_TEXT_BYTES = 16 << 20
 @click.option("--quants", default=",".join(DEFAULT_QUANTS), show_default=True)
 @click.option("--gpu", default=None, metavar="PROFILE", help="Target GPU profile (default a100-40gb).")
 @click.option("--budget", type=SIZE, default=None, metavar="SIZE", help="A bare budget instead of a profile.")
+@click.option("--host-ram", type=SIZE, default=None, metavar="SIZE", help="Host RAM (default: this machine's).")
 @click.option(
     "--ctx",
     "n_ctx",
@@ -51,6 +52,7 @@ def compare(
     quants: str,
     gpu: str | None,
     budget: int | None,
+    host_ram: int | None,
     n_ctx: int,
     text: str | None,
     chunks: int,
@@ -64,16 +66,18 @@ def compare(
     A model file here: missing variants are built with llama.cpp's quantizer (cached), benchmarked
     here, and scored against the file (perplexity, KL divergence, top-1 agreement). A registry entry
     known by its architecture: exact sizes, fit and predicted speed on one GPU and how many GPUs hold
-    it; nothing unmeasured is made up.
+    it; nothing unmeasured is made up. A mixture of experts is planned both ways (whole layers on the GPU,
+    or routed experts on the host: --n-cpu-moe), the faster that fits chosen and the other shown beside it.
 
     \b
     Examples:
       harness compare smollm2-135m-q4_1 --quants Q8_0,Q4_K_M,Q2_K --plot smollm2.png
       harness compare 405b-q4_k_m --quants Q4_K_M,Q3_K_M,Q2_K,IQ2_XXS,IQ1_S --ctx 8192
+      harness compare qwen3-235b-a22b-q4_k_m --quants Q4_K_M,Q2_K,IQ2_XXS --host-ram 256GiB
     """
     if plot_file:
         check_writable_dir(os.path.dirname(plot_file) or ".", "--plot", plot_file)
-    req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, n_ctx=n_ctx, remote=remote)
+    req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, host_ram_bytes=host_ram, n_ctx=n_ctx, remote=remote)
     c = compare_quants(
         req,
         [q.strip().upper() for q in quants.split(",") if q.strip()],
@@ -118,29 +122,48 @@ def render(c: Comparison) -> str:
         ]
         for r in c.rows
     ]
-    lines = [
-        table(
-            [
-                "quant",
-                "size",
-                "bpw",
-                "fallbacks",
-                "layers on 1 GPU",
-                "fits",
-                "GPUs to fit (tg)",
-                "pred. tg t/s",
-                "pp t/s here",
-                "tg t/s here",
-                "PPL",
-                "KLD",
-                "top-1",
-            ],
-            rows,
-            right=[False] + [True] * 12,
-        )
+    headers = [
+        "quant",
+        "size",
+        "bpw",
+        "fallbacks",
+        "layers on 1 GPU",
+        "fits",
+        "GPUs to fit (tg)",
+        "pred. tg t/s",
+        "pp t/s here",
+        "tg t/s here",
+        "PPL",
+        "KLD",
+        "top-1",
     ]
+    right = [False] + [True] * 12
+    moe = any(r.other is not None or r.n_cpu_moe for r in c.rows)
+    if moe:  # a mixture of experts: which split each plan is, and what the other would give
+        for row, r in zip(rows, c.rows):
+            row[5:5] = [_strategy(r.strategy, r.n_cpu_moe), _other(r.other)]
+        headers[5:5] = ["strategy", "other strategy (fit, pred. tg t/s)"]
+        right[5:5] = [False, False]
+    lines = [table(headers, rows, right=right)]
     lines += [
         f"{r.quant}: {r.note}" for r in c.rows if r.note and not r.note.startswith(("reference", "built", "predicted"))
     ]
     lines += [f"note: {n}" for n in c.notes]
+    if moe:
+        lines.append(
+            "note: a mixture of experts is planned both ways, whole layers on the GPU or every layer there with "
+            "the routed experts of the first N blocks on the host (--n-cpu-moe N); each row's plan is the faster "
+            "that fits, the other is shown beside it"
+        )
     return "\n".join(lines)
+
+
+def _strategy(strategy: str, n_cpu_moe: int) -> str:
+    return f"experts (n_cpu_moe {n_cpu_moe})" if n_cpu_moe else strategy
+
+
+def _other(o: StrategyFit | None) -> str:
+    if o is None:
+        return "—"
+    how = _strategy(o.strategy, o.n_cpu_moe)
+    return f"{how}: {o.n_gpu_layers} layers, {o.verdict}, {o.predicted_tg_tokens_per_s:.2f}"

@@ -13,6 +13,7 @@ from harness.errors import UsageError
 from harness.gguf.source import file_kind
 from harness.offload.hardware import GGML_MAX_N_THREADS
 from harness.offload.placement import KV_TYPES
+from harness.offload.solver import STRATEGIES
 from harness.text import parse_size
 
 
@@ -116,6 +117,26 @@ KV_TYPE = click.Choice([t for t in KV_TYPES if t in ("f16", "q8_0", "q4_0")])
 
 def kv_type_option(f):
     return click.option("--kv-type", default="f16", show_default=True, type=KV_TYPE)(f)
+
+
+def moe_options(f):
+    """--strategy and --n-cpu-moe, as plan takes them: how a mixture of experts is split (run and bench)."""
+    f = click.option(
+        "--n-cpu-moe",
+        "n_cpu_moe",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="Keep the routed experts of the first N blocks on the host (llama.cpp's --n-cpu-moe).",
+    )(f)
+    f = click.option(
+        "--strategy",
+        type=click.Choice(STRATEGIES),
+        default="auto",
+        show_default=True,
+        help="Mixture-of-experts models: split whole layers, keep routed experts on the host, or the faster.",
+    )(f)
+    return f
 
 
 def plan_options(f):

@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
-from harness.cli.options import SIZE, FiniteFloatRange, kv_type_option
+from harness.cli.options import SIZE, FiniteFloatRange, kv_type_option, moe_options
 from harness.cli.output import echo_json
-from harness.offload.solver import MAX_GPUS, STRATEGIES
+from harness.offload.solver import MAX_GPUS
 from harness.plan import COMPUTE_SOURCES, MAX_N_CTX, MAX_N_UBATCH, PlanRequest, PlanResult, make_plan
 from harness.text import render_plan
 
@@ -81,21 +81,7 @@ from harness.text import render_plan
     show_default=True,
     help="Compute buffers from llama.cpp's own dry run ('llama'), the fitted formula, or llama when installed.",
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(STRATEGIES),
-    default="auto",
-    show_default=True,
-    help="Mixture-of-experts models: split whole layers, keep routed experts on the host, or the faster.",
-)
-@click.option(
-    "--n-cpu-moe",
-    "n_cpu_moe",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="Keep the routed experts of the first N blocks on the host (llama.cpp's --n-cpu-moe).",
-)
+@moe_options
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 def plan(
     model: str,

@@ -6,13 +6,25 @@ import sys
 
 import click
 
-from harness.cli.options import FiniteFloatRange, plan_options
+from harness.cli.options import FiniteFloatRange, moe_options, plan_options
 from harness.cli.output import echo_json
 from harness.errors import UsageError
 from harness.llama.session import Sampling
+from harness.offload.solver import Plan
 from harness.plan import MAX_N_CTX, PlanRequest
 from harness.run import predicted_memory_bytes, run_prompt
 from harness.text import human_bytes
+
+
+def strategy_text(plan: Plan) -> str:
+    """How the plan splits the model, in the words of llama.cpp's options: "n_gpu_layers 5" or
+    "n_gpu_layers 5, n_cpu_moe 2: the routed experts of blocks 0..1 on the host"."""
+    if not plan.n_cpu_moe:
+        return f"n_gpu_layers {plan.n_gpu_layers}"
+    return (
+        f"n_gpu_layers {plan.n_gpu_layers}, n_cpu_moe {plan.n_cpu_moe}: the routed experts of blocks "
+        f"0..{plan.n_cpu_moe - 1} on the host"
+    )
 
 
 @click.command()
@@ -33,6 +45,7 @@ from harness.text import human_bytes
 @click.option("--chat", is_flag=True, help="Apply the model's chat template (rendered in a sandbox).")
 @click.option("--system", default=None, help="A system message (with --chat).")
 @plan_options
+@moe_options
 @click.option("--json", "json_", is_flag=True, help="Print one JSON object at the end instead of streaming.")
 def run(
     model: str,
@@ -51,6 +64,8 @@ def run(
     kv_type: str,
     threads: int | None,
     force: bool,
+    strategy: str,
+    n_cpu_moe: int | None,
     json_: bool,
 ) -> None:
     """Answer PROMPT with MODEL, loaded with the planned split; tokens stream to stdout.
@@ -66,7 +81,15 @@ def run(
     if prompt == "-":
         prompt = read_stdin()
     req = PlanRequest(
-        model=model, gpu=gpu, budget_bytes=budget, rpc=rpcs, n_ctx=n_ctx, kv_type=kv_type, n_gpu_layers=n_gpu_layers
+        model=model,
+        gpu=gpu,
+        budget_bytes=budget,
+        rpc=rpcs,
+        n_ctx=n_ctx,
+        kv_type=kv_type,
+        n_gpu_layers=n_gpu_layers,
+        strategy=strategy,
+        n_cpu_moe=n_cpu_moe,
     )
 
     def stream(piece: str) -> None:
@@ -91,6 +114,8 @@ def run(
                 "prompt_tokens": g.prompt_tokens,
                 "completion_tokens": g.completion_tokens,
                 "n_gpu_layers": result.plan.n_gpu_layers,
+                "n_cpu_moe": result.plan.n_cpu_moe,
+                "strategy": result.plan.strategy,
                 "n_layers_offloaded": result.n_layers_offloaded,
                 "stopped": g.stopped,
                 "timings": {
@@ -113,7 +138,7 @@ def run(
     click.echo(
         f"[{g.prompt_tokens} prompt tokens at {g.pp_tokens_per_s:.1f}/s, {g.completion_tokens} generated at "
         f"{g.tg_tokens_per_s:.1f}/s, stopped: {g.stopped}; llama.cpp offloaded "
-        f"{result.n_layers_offloaded}/{result.plan.n_layers_total} layers (planned {result.plan.n_gpu_layers})"
+        f"{result.n_layers_offloaded}/{result.plan.n_layers_total} layers (planned {strategy_text(result.plan)})"
         + ("" if result.plan.devices else "; no offload device here: everything on the CPU")
         + f"; memory: {mem}]",
         err=True,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError, UsageError
 from harness.llama.engine import EngineError, EngineReport, Loaded, loaded_model, report_of
-from harness.offload.placement import ContextParams
+from harness.offload.placement import HOST, ContextParams, n_cpu_moe_patterns
 from harness.offload.solver import Plan
 
 
@@ -35,6 +35,7 @@ class Generation:
     prompt_s: float
     generation_s: float
     stopped: str  # "eog", "max_tokens", "interrupted", "context"
+    token_ids: tuple[int, ...] = ()  # the generated tokens, in order (an end-of-generation token not included)
 
     @property
     def pp_tokens_per_s(self) -> float:
@@ -170,6 +171,7 @@ class Session:
         self.clear()
         chain = self.sampler(sampling)
         pieces: list[bytes] = []
+        ids: list[int] = []
         emitted = 0  # bytes of `pieces` already handed to on_piece (UTF-8 may split across tokens)
         stopped = "max_tokens"
         n_gen = 0
@@ -186,6 +188,7 @@ class Session:
                     stopped = "eog"
                     break
                 n_gen += 1
+                ids.append(token)
                 pieces.append(self.piece(token))
                 if on_piece is not None:
                     text = b"".join(pieces)
@@ -209,7 +212,7 @@ class Session:
         text = b"".join(pieces).decode("utf-8", errors="replace")
         if on_piece is not None and len(b"".join(pieces)) > emitted:
             on_piece(b"".join(pieces)[emitted:].decode("utf-8", errors="replace"))
-        return Generation(text, len(prompt_tokens), n_gen, prompt_s, gen_s, stopped)
+        return Generation(text, len(prompt_tokens), n_gen, prompt_s, gen_s, stopped, tuple(ids))
 
 
 # Text tokenizes to far fewer bytes per token than this (the longest token text is 48 bytes in gemma3's
@@ -231,12 +234,18 @@ def _utf8_prefix(data: bytes) -> int:
     return 0
 
 
+def tensor_overrides(plan: Plan | None) -> tuple[tuple[str, str], ...]:
+    """The plan's tensor overrides as llama_model_params.tensor_buft_overrides takes them: the routed experts
+    of blocks 0..n_cpu_moe-1 to the host (llama.cpp's --n-cpu-moe), the same patterns the plan was placed with."""
+    return tuple((p, HOST) for p in n_cpu_moe_patterns(plan.n_cpu_moe)) if plan else ()
+
+
 @contextmanager
 def open_session(
     path: str, plan: Plan | None, cp: ContextParams, devices: tuple[str, ...] = (), n_threads: int | None = None
 ) -> Iterator[Session]:
-    """Load ``path`` with the plan's n_gpu_layers and split on ``devices`` (RPC endpoints; none: local
-    GPUs where the engine has CUDA) and yield a Session."""
+    """Load ``path`` with the plan's n_gpu_layers, split and tensor overrides (its experts kept on the host)
+    on ``devices`` (RPC endpoints; none: local GPUs where the engine has CUDA) and yield a Session."""
     ngl = plan.n_gpu_layers if plan else 0
     split = plan.tensor_split if plan and len(devices) > 1 else ()
     with loaded_model(
@@ -253,5 +262,6 @@ def open_session(
         n_threads=n_threads,
         swa_full=cp.swa_full,
         tensor_split=split,
+        tensor_overrides=tensor_overrides(plan),
     ) as lm:
         yield Session(lm, cp, plan, path, devices)

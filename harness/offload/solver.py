@@ -193,6 +193,23 @@ def _margin(budget: int, margin_fraction: float) -> int:
     return int(budget * margin_fraction)
 
 
+def placement_of(
+    header: ModelHeader, devices: list[Device], cp: ContextParams, n_gpu_layers: int, split, n_cpu_moe: int = 0
+) -> Placement:
+    """Where llama.cpp puts every tensor for this split on these devices: each device's buffer alignment, the
+    routed experts of blocks below ``n_cpu_moe`` overridden to the host, and host weights repacked for this
+    CPU unless a device lends a host buffer type (a GPU: then nothing is repacked)."""
+    return place(
+        header,
+        n_gpu_layers,
+        list(split) if devices else [],
+        cp,
+        {i: d.alignment for i, d in enumerate(devices)},
+        cpu=NO_REPACK if any(d.lends_host_buffer for d in devices) else None,  # None: this machine's CPU
+        host_patterns=n_cpu_moe_patterns(n_cpu_moe),
+    )
+
+
 def evaluate(
     header: ModelHeader,
     devices: list[Device],
@@ -209,17 +226,7 @@ def evaluate(
     """The memory plan and speed of one n_gpu_layers and split. ``measured``: llama.cpp's compute buffers
     for it (per device, host), which replace the formula's; ``compute_source`` says where they came from.
     ``n_cpu_moe``: the routed experts of blocks 0..n_cpu_moe-1 stay on the host (llama.cpp's --n-cpu-moe)."""
-    alignment = {i: d.alignment for i, d in enumerate(devices)}
-    cpu = NO_REPACK if any(d.lends_host_buffer for d in devices) else None  # None: this machine's CPU
-    p = place(
-        header,
-        n_gpu_layers,
-        split if devices else [],
-        cp,
-        alignment,
-        cpu=cpu,
-        host_patterns=n_cpu_moe_patterns(n_cpu_moe),
-    )
+    p = placement_of(header, devices, cp, n_gpu_layers, split, n_cpu_moe)
     n_layer = header.arch.n_layer
     out_dev = p.layer_device[n_layer]
     plans = []
