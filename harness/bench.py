@@ -17,7 +17,7 @@ from harness import settings
 from harness.errors import CannotRunHere, EngineError, ModelNotFoundError, UsageError, WontFitError
 from harness.gguf import ggml_types
 from harness.gguf.header import ModelHeader
-from harness.gguf.roles import embedding_bytes_not_read
+from harness.gguf.roles import embedding_bytes_not_read, routed_expert_bytes, unread_expert_share
 from harness.llama.bench_loop import TestResult, peak_rss_bytes, run_bench
 from harness.llama.engine import EngineReport
 from harness.llama.session import open_session
@@ -56,11 +56,13 @@ class BenchResult:
 
 
 def bytes_per_token(plan: Plan, header) -> int:
-    """What generation reads per token: every weight once, except the token_embd rows not looked up; a
-    model with tied embeddings reads the whole matrix anyway, as its output layer."""
+    """What generation reads per token: every weight once, except the token_embd rows not looked up (a
+    model with tied embeddings reads the whole matrix anyway, as its output layer) and the experts a token
+    does not use (a mixture of experts reads expert_used_count of expert_count)."""
     host = plan.host.weights_bytes if plan.host.resident_weights_bytes is None else plan.host.resident_weights_bytes
     weights = host + sum(d.weights_bytes for d in plan.devices)
-    return weights - embedding_bytes_not_read(header, not any(d.holds_output for d in plan.devices))
+    unused_experts = int(sum(routed_expert_bytes(header)) * unread_expert_share(header))
+    return weights - embedding_bytes_not_read(header, not any(d.holds_output for d in plan.devices)) - unused_experts
 
 
 def records(b: BenchResult) -> list[dict]:

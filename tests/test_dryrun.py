@@ -227,6 +227,7 @@ def test_solver_picks_h_between_llama_cpp_totals(zoo, server, name, ctx) -> None
         kv_type=cp.type_k,
         margin_fraction=0.0,
         compute="llama",
+        strategy="layers",  # the layer split (a mixture of experts' expert offload: tests/test_moe_solver.py)
         host_ram_bytes=1 << 40,
     )
     plan = make_plan(req).plan

@@ -202,6 +202,13 @@ def layer_weights_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
     return out
 
 
+def unread_expert_share(header: ModelHeader) -> float:
+    """Of each routed expert tensor's bytes, the share a token does not read: a token goes through
+    expert_used_count of the expert_count experts (0 for a dense model)."""
+    a = header.arch
+    return 1 - a.n_expert_used / a.n_expert if a.n_expert else 0.0
+
+
 def routed_expert_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
     """Routed expert bytes (weights and biases) of each block, padded to ``alignment``: what --n-cpu-moe moves
     off a device per layer it names (the rest of the layer, its KV cache included, stays)."""

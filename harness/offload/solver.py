@@ -19,6 +19,7 @@ from harness.gguf.roles import (
     is_routed_expert,
     per_layer_bytes,
     routed_expert_bytes,
+    unread_expert_share,
 )
 from harness.offload.buffers import compute_bytes, output_bytes
 from harness.offload.hardware import GPUProfile, HostProfile
@@ -591,8 +592,7 @@ def predict_speed(
     read[-1] = p.host_tensor_bytes - embedding_bytes_not_read(header, p.layer_device[header.arch.n_layer] == -1)
     # a token reads only its experts: expert_used_count of expert_count of each routed expert tensor, on
     # whichever side it sits (shared experts and everything else in full)
-    a = header.arch
-    unread_share = 1 - a.n_expert_used / a.n_expert if a.n_expert else 0.0
+    unread_share = unread_expert_share(header)
     routed_params = 0
     for t in header.tensors:
         d = p.tensor_device.get(t.name)  # None: a tensor llama.cpp leaves unloaded (an MTP block)
