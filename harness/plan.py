@@ -18,7 +18,7 @@ from harness.errors import EngineError, HarnessError, UsageError
 from harness.gguf.roles import block_of
 from harness.gguf.standin import standin_digest, write_standin
 from harness.llama import dryrun
-from harness.llama.engine import EngineReport, load_and_report, local_gpus
+from harness.llama.engine import EngineReport, context_settings, load_and_report, local_gpus
 from harness.llama.rpc import RpcServer, device_name, endpoint_of
 from harness.llama.rpc import lib as rpc_library
 from harness.llama.session import tensor_overrides
@@ -381,11 +381,7 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         plan.n_gpu_layers,
         plan.context.n_ctx,
         endpoints,
-        type_k=plan.context.type_k,
-        type_v=plan.context.type_v,
-        flash_attn=plan.context.flash_attn,
-        n_ubatch=plan.context.n_ubatch,
-        swa_full=plan.context.swa_full,
+        **context_settings(plan.context),
         decode=True,
         tensor_split=plan.tensor_split,
         tensor_overrides=overrides,

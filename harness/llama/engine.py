@@ -99,7 +99,7 @@ from harness.errors import EngineError, HarnessError, UsageError
 from harness.gguf import ggml_types, roles
 from harness.llama import clib, rpc
 from harness.offload.hardware import GGML_MAX_N_THREADS
-from harness.offload.placement import KV_TYPES
+from harness.offload.placement import KV_TYPES, ContextParams
 
 MIB = 1024 * 1024
 # half of the last printed digit (0.01 MiB), in bytes, rounded up: the error bound of one printed value
@@ -700,6 +700,19 @@ def loaded_model(
                 llama_cpp.llama_free(ctx)
             if model:
                 llama_cpp.llama_model_free(model)
+
+
+def context_settings(cp: ContextParams) -> dict[str, Any]:
+    """The load_and_report / loaded_model keywords that make llama.cpp's context the one ``cp`` plans."""
+    return dict(
+        type_k=cp.type_k,
+        type_v=cp.type_v,
+        flash_attn=cp.flash_attn,
+        n_batch=cp.n_batch,
+        n_ubatch=cp.n_ubatch,
+        n_seq_max=cp.n_seq_max,
+        swa_full=cp.swa_full,
+    )
 
 
 def report_of(

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from harness.errors import HarnessError, UsageError
-from harness.llama.engine import EngineError, EngineReport, Loaded, loaded_model, report_of
+from harness.llama.engine import EngineError, EngineReport, Loaded, context_settings, loaded_model, report_of
 from harness.offload.placement import HOST, ContextParams, n_cpu_moe_patterns
 from harness.offload.solver import Plan
 
@@ -253,14 +253,8 @@ def open_session(
         ngl,
         cp.n_ctx,
         devices,
-        type_k=cp.type_k,
-        type_v=cp.type_v,
-        flash_attn=cp.flash_attn,
-        n_batch=cp.n_batch,
-        n_ubatch=cp.n_ubatch,
-        n_seq_max=cp.n_seq_max,
+        **context_settings(cp),
         n_threads=n_threads,
-        swa_full=cp.swa_full,
         tensor_split=split,
         tensor_overrides=tensor_overrides(plan),
     ) as lm:
