@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -248,23 +249,35 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     host = target_host(req)
     cp = context_of(req, header)
     oracle, compute_note = compute_oracle(req, resolved, len(devices), cp)
-    plan, other = solve_strategies(
-        header,
-        devices,
-        host,
-        cp,
-        req.n_gpu_layers,
-        req.margin_fraction,
-        oracle,
-        DRY_RUN_SOURCE,
-        req.n_cpu_moe,
-        req.strategy,
-    )
-    # other registry models are built only for advice, which a plan that fits does not get
-    alternatives = _registry_alternatives(resolved) if devices and not plan.fits_fully else {}
-    advice = suggest(
-        header, plan, devices, host, cp, req.margin_fraction, gpu_key if not req.rpc else None, alternatives
-    )
+
+    def solved(ask) -> tuple[Plan, Plan | None]:
+        return solve_strategies(
+            header, devices, host, cp, req.n_gpu_layers, req.margin_fraction, ask, DRY_RUN_SOURCE, req.n_cpu_moe,
+            req.strategy,
+        )  # fmt: skip
+
+    def advice_for(p: Plan) -> list[str]:
+        # other registry models are built only for advice, which a plan that fits does not get
+        alternatives = _registry_alternatives(resolved) if devices and not p.fits_fully else {}
+        gpu = gpu_key if not req.rpc else None
+        return suggest(header, p, devices, host, cp, req.margin_fraction, gpu, alternatives)
+
+    if oracle is None or not devices:
+        plan, other = solved(oracle)
+        advice = advice_for(plan)
+    else:
+        # the advice (formula plans of other contexts, GPU counts, quants, models) depends on the plan only
+        # through whether it fits fully: it is worked out on the formula's plan while llama.cpp's dry run
+        # runs in its child process, and again only if llama.cpp's figures change that answer
+        first, _ = solved(None)
+        early: list[list[str]] = []
+        worker = threading.Thread(target=lambda: early.append(advice_for(first)), daemon=True)
+        worker.start()
+        try:
+            plan, other = solved(oracle)
+        finally:
+            worker.join()
+        advice = early[0] if early and first.fits_fully == plan.fits_fully else advice_for(plan)
     notes = [
         "host weights are read from the mmapped file: they live in the page cache, so the host "
         "needs that much free RAM (or the file streams from disk at disk speed)"
