@@ -38,3 +38,12 @@ def gemma_path() -> Path:
 @pytest.fixture(scope="session")
 def smollm_path() -> Path:
     return models.real_model(models.SMOLLM)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A llama.cpp RPC server on loopback for the module's tests (tests needing it carry the rpc marker)."""
+    from harness.llama.rpc import RpcServer
+
+    with RpcServer() as srv:
+        yield srv

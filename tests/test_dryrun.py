@@ -18,7 +18,6 @@ from harness import read_header
 from harness.errors import EngineError
 from harness.llama import dryrun, engine
 from harness.llama.engine import load_and_report
-from harness.llama.rpc import RpcServer
 from harness.offload.placement import ContextParams, layer_devices
 from harness.offload.solver import compute_signature, layer_kinds
 from harness.plan import DRY_RUN_SOURCE, PlanRequest, make_plan
@@ -37,12 +36,6 @@ CONTEXTS = {
 def zoo(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("zoo")
     return {name: write(d / f"{name}.gguf") for name, write in ZOO.items()}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with RpcServer() as srv:
-        yield srv
 
 
 @pytest.fixture(autouse=True)

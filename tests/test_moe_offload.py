@@ -19,7 +19,6 @@ from harness import read_header
 from harness.errors import EngineError, UsageError
 from harness.gguf.roles import ROUTED_EXPERTS_PATTERN, block_of, is_routed_expert, matches_any, routed_expert_bytes
 from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report, parse_placement
-from harness.llama.rpc import RpcServer
 from harness.offload.placement import ContextParams, n_cpu_moe_patterns, place
 from tests.support.zoo import ZOO, planned_weights, printed_weights
 
@@ -125,12 +124,6 @@ def test_placement_lines_are_parsed() -> None:
 
 
 # --- against llama.cpp -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server():
-    with RpcServer() as srv:
-        yield srv
 
 
 N_LAYER = {"qwen3moe": 3, "gpt-oss": 4, "gpt-oss-mxfp4": 4, "deepseek2": 3, "llama4": 4}

@@ -22,7 +22,6 @@ from harness.cli import cli
 from harness.compare import compare
 from harness.gguf.roles import block_of, is_routed_expert
 from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES
-from harness.llama.rpc import RpcServer
 from harness.llama.session import Sampling, Session, tensor_overrides
 from harness.plan import PlanRequest, make_plan
 from harness.run import run_prompt
@@ -61,12 +60,6 @@ def _give_weights(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return _give_weights(write_qwen3moe(tmp_path_factory.mktemp("moe-run") / "qwen3moe.gguf"))
-
-
-@pytest.fixture(scope="module")
-def server():
-    with RpcServer() as srv:
-        yield srv
 
 
 PROMPT_IDS = [1, 5, 9, 17, 30, 41]  # <s> and five of the zoo's "tok<i>"

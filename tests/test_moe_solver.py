@@ -18,7 +18,6 @@ import pytest
 from harness import read_header
 from harness.llama import dryrun
 from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
-from harness.llama.rpc import RpcServer
 from harness.offload.placement import ContextParams, layer_devices, n_cpu_moe_patterns
 from harness.offload.solver import compute_signature, layer_kinds
 from harness.plan import PlanRequest, make_plan
@@ -32,12 +31,6 @@ CP = ContextParams(n_ctx=4096)
 def zoo(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("moe")
     return {name: ZOO[name](d / f"{name}.gguf") for name in MOE}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with RpcServer() as srv:
-        yield srv
 
 
 @pytest.fixture(autouse=True)

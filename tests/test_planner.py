@@ -21,12 +21,6 @@ from harness.offload.solver import Device, Host, evaluate, solve
 from tests.support.models import GEMMA, SMOLLM, real_model
 
 
-@pytest.fixture(scope="module")
-def server():
-    with RpcServer() as srv:
-        yield srv
-
-
 def _actual(path, srv, ngl: int, cp: ContextParams):
     r = load_and_report(
         path,

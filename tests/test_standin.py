@@ -196,14 +196,6 @@ def test_gguf_py_reads_the_same_model(tmp_path) -> None:
 # -- (c) llama.cpp loads it ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server():
-    from harness.llama.rpc import RpcServer
-
-    with RpcServer() as srv:
-        yield srv
-
-
 def _compute(report) -> dict[str, int]:
     return {b.name: b.compute_bytes for b in report.buffers if b.compute_bytes}
 

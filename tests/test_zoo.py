@@ -33,7 +33,6 @@ from harness.cli import cli
 from harness.gguf import ggml_types
 from harness.gguf.memory_layout import attention_window
 from harness.llama.engine import MIB_PRINT_TOLERANCE_BYTES, load_and_report
-from harness.llama.rpc import RpcServer
 from harness.offload.memory import layer_memory_bytes
 from harness.offload.placement import (
     NO_REPACK,
@@ -55,12 +54,6 @@ _MEMORY_LINE = re.compile(r"^\w+: +(?P<name>\S+) +(?P<kind>KV|RS) buffer size = 
 def zoo(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("zoo")
     return {name: write(d / f"{name}.gguf") for name, write in ZOO.items()}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with RpcServer() as srv:
-        yield srv
 
 
 def printed_memory(log_lines) -> dict[tuple[str, str], str]:
