@@ -272,6 +272,7 @@ def what_it_would_take(req, resolved) -> str:
             margin_fraction=req.margin_fraction,
             n_cpu_moe=req.n_cpu_moe,
             strategy=req.strategy,
+            split_mode=req.split_mode,
         )
         rows.append(
             [

@@ -25,11 +25,15 @@ from harness.llama.rpc import lib as rpc_library
 from harness.llama.session import tensor_overrides
 from harness.models.registry import load_registry
 from harness.models.resolve import architecture_header, resolve_model
+from harness.offload import cuda
 from harness.offload.advice import suggest
 from harness.offload.hardware import host_ram_bytes, load_profiles, measured_host_profile
 from harness.offload.placement import HOST, ContextParams, Placement, kv_type_needs_flash_attn
 from harness.offload.solver import (
     MAX_GPUS,
+    PACKED,
+    PROPORTIONAL,
+    SPLIT_MODES,
     STRATEGIES,
     Device,
     Host,
@@ -72,6 +76,7 @@ class PlanRequest:
     compute: str = "auto"  # compute buffers: "llama" (its dry run), "formula", "auto" (llama when installed)
     strategy: str = "auto"  # mixture-of-experts models: "layers", "experts" (--n-cpu-moe), "auto" (the faster)
     n_cpu_moe: int | None = None  # pin the blocks whose routed experts stay on the host
+    split_mode: str = PROPORTIONAL  # several devices: layers in proportion to budgets (llama.cpp's way) or packed
 
     def __post_init__(self) -> None:
         """Refuse what no plan can be made for, naming the option that carries it (the CLI's types refuse
@@ -95,6 +100,7 @@ class PlanRequest:
         )
         check(self.compute in COMPUTE_SOURCES, "--compute", self.compute, f"one of {', '.join(COMPUTE_SOURCES)}")
         check(self.strategy in STRATEGIES, "--strategy", self.strategy, f"one of {', '.join(STRATEGIES)}")
+        check(self.split_mode in SPLIT_MODES, "--split", self.split_mode, f"one of {', '.join(SPLIT_MODES)}")
         check(
             self.n_cpu_moe is None or 0 <= self.n_cpu_moe <= MAX_N_GPU_LAYERS,
             "--n-cpu-moe",
@@ -147,6 +153,7 @@ class PlanResult:
     n_layers_offloaded_actual: int | None = None
     notes: tuple[str, ...] = ()
     other: Plan | None = None  # a mixture of experts: the strategy not chosen (layers vs experts), for comparison
+    packed: Plan | None = None  # several devices split proportionally: the packed split, when it offloads more
     placement_mismatches: tuple[str, ...] = ()  # --verify with overrides: tensors llama.cpp put elsewhere than planned
 
 
@@ -253,7 +260,7 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     def solved(ask) -> tuple[Plan, Plan | None]:
         return solve_strategies(
             header, devices, host, cp, req.n_gpu_layers, req.margin_fraction, ask, DRY_RUN_SOURCE, req.n_cpu_moe,
-            req.strategy,
+            req.strategy, req.split_mode,
         )  # fmt: skip
 
     def advice_for(p: Plan) -> list[str]:
@@ -278,17 +285,53 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
         finally:
             worker.join()
         advice = early[0] if early and first.fits_fully == plan.fits_fully else advice_for(plan)
+    packed = None
+    if len(devices) > 1 and req.split_mode == PROPORTIONAL and req.n_gpu_layers is None and not plan.fits_fully:
+        # llama.cpp's even-handed split may leave room unused where the budgets' fixed costs differ (the device
+        # holding the output layer): packing the devices in order is offered when it offloads more
+        alt = solve_strategies(
+            header, devices, host, cp, None, req.margin_fraction, oracle, DRY_RUN_SOURCE, req.n_cpu_moe,
+            req.strategy, PACKED,
+        )[0]  # fmt: skip
+        if alt.devices_fit and (alt.n_gpu_layers, -alt.n_cpu_moe) > (plan.n_gpu_layers, -plan.n_cpu_moe):
+            packed = alt
+            advice = [
+                f"--split packed: fill the devices in order instead of llama.cpp's proportional split — "
+                f"n_gpu_layers {alt.n_gpu_layers}"
+                + (f" with --n-cpu-moe {alt.n_cpu_moe}" if alt.n_cpu_moe else "")
+                + f" (tensor_split {','.join(f'{x:g}' for x in alt.tensor_split)}), "
+                f"predicted {alt.predicted_tg_tokens_per_s:.1f} tokens/s",
+                *advice,
+            ]
     notes = [
         "host weights are read from the mmapped file: they live in the page cache, so the host "
         "needs that much free RAM (or the file streams from disk at disk speed)"
     ]
     notes.append(compute_note)
+    if any(d.is_cuda for d in devices):
+        notes.append(_cuda_note(header, cp, devices, gpu_key))
     if resolved.source == "architecture":
         notes.append(f"{req.model} is built from its architecture: no file is read; sizes are llama.cpp's rules")
-    result = PlanResult(req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes), other=other)
+    result = PlanResult(
+        req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes), other=other, packed=packed
+    )
     if req.verify:
         result = _verify(result, resolved, devices, endpoints)
     return result
+
+
+def _cuda_note(header, cp: ContextParams, devices: list[Device], gpu_key: str | None) -> str:
+    """Where a CUDA device's reserve and extra compute come from (harness.offload.cuda)."""
+    d = next(d for d in devices if d.is_cuda)
+    where = f"the {gpu_key} profile's figure, an assumption until `make gpu-check` measures it" if gpu_key else "given"
+    note = (
+        f"CUDA: reserve = the CUDA context {human_bytes(d.reserve_bytes)} ({where}) + the CUDA pool "
+        f"{human_bytes(cuda.pool_bytes(header, cp))} (MMQ's q8_1 activations at n_ubatch {cp.n_ubatch}); weights and "
+        "KV sized as ggml-cuda's buffers (128-byte alignment, quantized rows padded to 512)"
+    )
+    if f16 := cuda.fattn_f16_bytes(header, cp):
+        note += f"; compute + {human_bytes(f16)}: flash attention's f16 copies of the quantized K/V cache"
+    return note
 
 
 def compute_oracle(req: PlanRequest, resolved, n_devices: int, cp: ContextParams):

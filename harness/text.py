@@ -157,6 +157,19 @@ def render_plan(r) -> str:
             return f"n_gpu_layers {x.n_gpu_layers}{moe}: {x.predicted_tg_tokens_per_s:.2f} tokens/s{fit}"
 
         lines.append(f"strategy: {p.strategy} ({how(p)}), chosen over {o.strategy} ({how(o)})")
+    if len(p.devices) > 1:
+        how = (
+            "in proportion to the budgets (llama.cpp's default)"
+            if p.split_mode == "proportional"
+            else "packed into the devices in order (--split packed)"
+        )
+        split = ",".join(f"{x:g}" for x in p.tensor_split)
+        lines.append(f"split: layers {how}, tensor_split {split}")
+        if p.n_copies > 1:
+            lines.append(
+                f"pipeline parallelism: llama.cpp keeps {p.n_copies} copies of each device's graph inputs "
+                "(every layer offloaded over several devices), counted in compute"
+            )
     if r.n_layers_offloaded_actual is not None:
         lines.append(f"llama.cpp offloaded {r.n_layers_offloaded_actual}/{p.n_layers_total} layers")
     if not p.fits_fully and not p.host.fits:

@@ -18,7 +18,7 @@ from harness.gguf.reader import TensorInfo
 from harness.gguf.roles import offload_layer, per_layer_bytes, tied_embedding
 from harness.gguf.shards import read_header
 from harness.offload.placement import NO_REPACK, ContextParams, offloaded_layer_bytes, place
-from harness.offload.solver import Device, Host, evaluate, solve
+from harness.offload.solver import PACKED, Device, Host, evaluate, solve
 from tests.support.writer import write_llama
 
 SMALL = dict(
@@ -117,9 +117,9 @@ def test_first_device_a_byte_short_gives_up_one_layer(kind, on_first) -> None:
     total = h.arch.n_layer + 1
     big = Device("big", 1 << 40)
     need = evaluate(h, [Device("d0", 1 << 40), big], HOST, CP, total, [on_first, total - on_first]).devices[0]
-    exact = solve(h, [Device("d0", need.total_bytes), big], HOST, CP)
+    exact = solve(h, [Device("d0", need.total_bytes), big], HOST, CP, split_mode=PACKED)
     assert exact.fits_fully and exact.tensor_split == (on_first, total - on_first)
-    short = solve(h, [Device("d0", need.total_bytes - 1), big], HOST, CP)
+    short = solve(h, [Device("d0", need.total_bytes - 1), big], HOST, CP, split_mode=PACKED)
     assert short.fits_fully and short.tensor_split == (on_first - 1, total - on_first + 1)
 
 
@@ -132,7 +132,8 @@ def test_output_device_a_byte_short_passes_the_output_layer_on(kind) -> None:
     big = Device("big", 1 << 40)
     need = evaluate(h, [Device("d0", 1 << 40), Device("d1", 1 << 40), big], HOST, CP, n + 1, [n, 1, 0]).devices
     assert need[1].n_layers == 0 and need[1].holds_output
-    exact = solve(h, [Device("d0", need[0].total_bytes), Device("d1", need[1].total_bytes), big], HOST, CP)
+    d0 = Device("d0", need[0].total_bytes)
+    exact = solve(h, [d0, Device("d1", need[1].total_bytes), big], HOST, CP, split_mode=PACKED)
     assert exact.fits_fully and exact.tensor_split == (n, 1, 0)
-    short = solve(h, [Device("d0", need[0].total_bytes), Device("d1", need[1].total_bytes - 1), big], HOST, CP)
+    short = solve(h, [d0, Device("d1", need[1].total_bytes - 1), big], HOST, CP, split_mode=PACKED)
     assert short.fits_fully and short.tensor_split == (n, 0, 1)

@@ -54,6 +54,7 @@ def bench(
     force: bool,
     strategy: str,
     n_cpu_moe: int | None,
+    split_mode: str,
     download: bool,
     out_dir: str | None,
     json_: bool,
@@ -80,6 +81,7 @@ def bench(
         n_gpu_layers=n_gpu_layers,
         strategy=strategy,
         n_cpu_moe=n_cpu_moe,
+        split_mode=split_mode,
     )
     result = bench_model(
         req,

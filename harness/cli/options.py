@@ -13,7 +13,7 @@ from harness.errors import UsageError
 from harness.gguf.source import file_kind
 from harness.offload.hardware import GGML_MAX_N_THREADS
 from harness.offload.placement import KV_TYPES
-from harness.offload.solver import STRATEGIES
+from harness.offload.solver import PROPORTIONAL, SPLIT_MODES, STRATEGIES
 from harness.text import parse_size
 
 
@@ -120,7 +120,16 @@ def kv_type_option(f):
 
 
 def moe_options(f):
-    """--strategy and --n-cpu-moe, as plan takes them: how a mixture of experts is split (run and bench)."""
+    """--strategy, --n-cpu-moe and --split, as plan takes them: how a mixture of experts is split, and how layers
+    spread over several devices (run and bench)."""
+    f = click.option(
+        "--split",
+        "split_mode",
+        type=click.Choice(SPLIT_MODES),
+        default=PROPORTIONAL,
+        show_default=True,
+        help="Several devices: layers in proportion to each budget (llama.cpp's default), or packed in order.",
+    )(f)
     f = click.option(
         "--n-cpu-moe",
         "n_cpu_moe",

@@ -103,6 +103,7 @@ def plan(
     compute: str,
     strategy: str,
     n_cpu_moe: int | None,
+    split_mode: str,
     json_: bool,
 ) -> None:
     """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
@@ -134,6 +135,7 @@ def plan(
         compute=compute,
         strategy=strategy,
         n_cpu_moe=n_cpu_moe,
+        split_mode=split_mode,
     )
     result = make_plan(req)
     if json_:
@@ -194,6 +196,16 @@ def plan_json(r: PlanResult) -> dict[str, Any]:
         "n_layers_total": p.n_layers_total,
         "fits_fully": p.fits_fully,
         "tensor_split": list(p.tensor_split),
+        "split_mode": p.split_mode,
+        "n_copies": p.n_copies,
+        "packed_split": None
+        if r.packed is None
+        else {
+            "n_gpu_layers": r.packed.n_gpu_layers,
+            "n_cpu_moe": r.packed.n_cpu_moe,
+            "tensor_split": list(r.packed.tensor_split),
+            "predicted_tg_tokens_per_s": round(r.packed.predicted_tg_tokens_per_s, 3),
+        },
         "n_cpu_moe": p.n_cpu_moe,
         "strategy": p.strategy,
         "other_strategy": None

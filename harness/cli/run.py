@@ -66,6 +66,7 @@ def run(
     force: bool,
     strategy: str,
     n_cpu_moe: int | None,
+    split_mode: str,
     json_: bool,
 ) -> None:
     """Answer PROMPT with MODEL, loaded with the planned split; tokens stream to stdout.
@@ -90,6 +91,7 @@ def run(
         n_gpu_layers=n_gpu_layers,
         strategy=strategy,
         n_cpu_moe=n_cpu_moe,
+        split_mode=split_mode,
     )
 
     def stream(piece: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from harness.gguf.format import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
@@ -15,6 +16,7 @@ _ERRATA: dict[GGMLQuantizationType, tuple[int, int]] = {
 
 QUANT_SIZES: dict[int, tuple[int, int]] = {int(t): bs for t, bs in GGML_QUANT_SIZES.items()}
 QUANT_SIZES.update({int(t): bs for t, bs in _ERRATA.items()})
+F32 = int(GGMLQuantizationType.F32)
 
 
 def type_name(ggml_type: int) -> str:
@@ -47,6 +49,11 @@ def tensor_nbytes(shape: tuple[int, ...], ggml_type: int) -> int:
     return n_elements // elems_per_block * bytes_per_block
 
 
+def is_quantized(ggml_type: int) -> bool:
+    """ggml_is_quantized: a block type (Q*, IQ*, TQ*, MXFP4), not F32/F16/BF16 or the integer types."""
+    return QUANT_SIZES.get(ggml_type, (1, 0))[0] > 1
+
+
 def file_type_name(file_type: int) -> str:
     """llama.cpp's name for a general.file_type value: 15 -> 'Q4_K_M', 0 -> 'F32' (llama-quantize's names)."""
     try:
@@ -68,6 +75,32 @@ def pad(n_bytes: int, alignment: int) -> int:
     """``n_bytes`` rounded up to a multiple of ``alignment``: tensor data in a GGUF file (32 by default)
     and in a ggml backend buffer (32 for CPU and RPC)."""
     return (n_bytes + alignment - 1) // alignment * alignment
+
+
+@dataclass(frozen=True)
+class BufferType:
+    """How a ggml backend buffer type sizes a tensor: its get_alloc_size, then its alignment (ggml-alloc
+    places each tensor at an aligned offset, so a buffer is the sum of the padded sizes)."""
+
+    name: str
+    alignment: int
+    # CUDA (ggml-cuda.cu ggml_backend_cuda_buffer_type_get_alloc_size, MATRIX_ROW_PADDING in common.cuh): a
+    # quantized tensor whose row length ne0 is not a multiple of this gets one more row's worth of
+    # (row_padding - ne0 % row_padding) elements, so the MMQ/MMVQ kernels may read past the last row
+    row_padding: int = 0
+
+    def alloc_bytes(self, n_bytes: int, ggml_type: int, ne0: int) -> int:
+        """The bytes a tensor of ``n_bytes`` (type ``ggml_type``, row length ``ne0``) takes in this buffer."""
+        if self.row_padding and ne0 % self.row_padding and is_quantized(ggml_type):
+            elems, size = QUANT_SIZES[ggml_type]  # ggml_row_size: type_size * ne / blck_size, not whole blocks
+            n_bytes += size * (self.row_padding - ne0 % self.row_padding) // elems
+        return pad(n_bytes, self.alignment)
+
+
+# ggml-cpu's buffer type (TENSOR_ALIGNMENT 32); an RPC device sizes with its server's (a CPU one here)
+CPU_BUFFER = BufferType("CPU", 32)
+# ggml-cuda.cu: ggml_backend_cuda_buffer_type_get_alignment returns 128
+CUDA_BUFFER = BufferType("CUDA", 128, row_padding=512)
 
 
 # Every file type llama.cpp's quantizer produces, as users name them (llama-quantize's list).

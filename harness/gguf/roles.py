@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from harness.gguf import ggml_types
+from harness.gguf.ggml_types import CPU_BUFFER, BufferType
 from harness.gguf.header import ModelHeader
 from harness.gguf.reader import TensorInfo
 
@@ -184,21 +184,21 @@ def tied_embedding(header: ModelHeader) -> TensorInfo | None:
     return header.tensor(TOKEN_EMBD)
 
 
-def layer_weights_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
+def layer_weights_bytes(header: ModelHeader, buft: BufferType = CPU_BUFFER) -> list[int]:
     """Weight bytes each of the n_layer + 1 offloadable layers brings to an offload device (the output
-    layer last, with the tied embedding copy), each tensor padded to ``alignment`` as a ggml backend
-    buffer pads it (32 for CPU and RPC). Per-layer tensors are in no layer's count: a device holding any
-    block holds one instance of each, whichever blocks it holds (per_layer_bytes)."""
+    layer last, with the tied embedding copy), each tensor as the device's buffer type ``buft`` sizes it.
+    Per-layer tensors are in no layer's count: a device holding any block holds one instance of each,
+    whichever blocks it holds (per_layer_bytes)."""
     n_layer = header.arch.n_layer
     arch = header.arch.name or ""
     out = [0] * (n_layer + 1)
     for t in header.tensors:
         il = offload_layer(t, n_layer, arch)
         if il is not None and not is_per_layer(t) and not is_skipped(t, n_layer, header.arch.n_layer_nextn):
-            out[il] += ggml_types.pad(t.n_bytes, alignment)
+            out[il] += alloc_bytes(t, buft)
     embd = tied_embedding(header)
     if embd is not None:
-        out[n_layer] += ggml_types.pad(embd.n_bytes, alignment)
+        out[n_layer] += alloc_bytes(embd, buft)
     return out
 
 
@@ -209,22 +209,27 @@ def unread_expert_share(header: ModelHeader) -> float:
     return 1 - a.n_expert_used / a.n_expert if a.n_expert else 0.0
 
 
-def routed_expert_bytes(header: ModelHeader, alignment: int = 32) -> list[int]:
-    """Routed expert bytes (weights and biases) of each block, padded to ``alignment``: what --n-cpu-moe moves
+def routed_expert_bytes(header: ModelHeader, buft: BufferType = CPU_BUFFER) -> list[int]:
+    """Routed expert bytes (weights and biases) of each block, as ``buft`` sizes them: what --n-cpu-moe moves
     off a device per layer it names (the rest of the layer, its KV cache included, stays)."""
     out = [0] * header.arch.n_layer
     for t in header.tensors:
         block = block_of(t.name)
         skipped = is_skipped(t, len(out), header.arch.n_layer_nextn)
         if block is not None and block < len(out) and is_routed_expert(t.name) and not skipped:
-            out[block] += ggml_types.pad(t.n_bytes, alignment)
+            out[block] += alloc_bytes(t, buft)
     return out
 
 
-def per_layer_bytes(header: ModelHeader, alignment: int = 32) -> int:
-    """Bytes of the per-layer tensors (rope_freqs, rope_factors_*), padded to ``alignment``: what every
+def per_layer_bytes(header: ModelHeader, buft: BufferType = CPU_BUFFER) -> int:
+    """Bytes of the per-layer tensors (rope_freqs, rope_factors_*), as ``buft`` sizes them: what every
     offload device holding at least one block adds once (the file's tensor with block 0, a copy elsewhere)."""
-    return sum(ggml_types.pad(t.n_bytes, alignment) for t in header.tensors if is_per_layer(t))
+    return sum(alloc_bytes(t, buft) for t in header.tensors if is_per_layer(t))
+
+
+def alloc_bytes(t: TensorInfo, buft: BufferType = CPU_BUFFER) -> int:
+    """``t``'s bytes in a buffer of type ``buft`` (padded as that backend pads it)."""
+    return buft.alloc_bytes(t.n_bytes, t.ggml_type, t.shape[0] if t.shape else 1)
 
 
 def embedding_bytes_not_read(header: ModelHeader, output_on_host: bool) -> int:

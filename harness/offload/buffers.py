@@ -63,3 +63,29 @@ def compute_bytes(
 def output_bytes(header: ModelHeader, cp: ContextParams) -> int:
     """The host's logits buffer: one row of n_vocab f32 per sequence."""
     return (header.arch.n_vocab or 0) * 4 * max(1, cp.n_seq_max)
+
+
+# ggml-backend.cpp: GGML_SCHED_MAX_COPIES (4 unless the build says otherwise), the copies of each split's inputs
+# a pipelined scheduler keeps so that one micro-batch's inputs can be written while the previous one computes
+SCHED_MAX_COPIES = 4
+
+
+def pipeline_copies(n_devices: int, n_gpu_layers: int, n_layers_total: int, has_overrides: bool) -> int:
+    """llama-context.cpp: pipeline parallelism (n_copies = GGML_SCHED_MAX_COPIES) when the model spans more than
+    one device with every layer offloaded (n_gpu_layers > n_layer), layer split, KV offloaded and no tensor
+    overrides, and every non-CPU device supports async compute and events (CUDA and, in this llama.cpp, RPC)."""
+    parallel = n_devices > 1 and n_gpu_layers >= n_layers_total and not has_overrides
+    return SCHED_MAX_COPIES if parallel else 1
+
+
+def pipeline_extra_bytes(header: ModelHeader, cp: ContextParams, n_copies: int) -> int:
+    """The formula's estimate of what n_copies adds to a device's compute buffer: the further copies of its
+    splits' inputs (the hidden state arriving from the previous device, the attention masks), each pinned for
+    the whole graph (ggml_set_output on the copies). llama.cpp's dry run counts the real graph's inputs."""
+    if n_copies <= 1:
+        return 0
+    a = header.arch
+    cells = kv_cells(header, cp)
+    n_ub = min(cp.n_ubatch, cp.n_batch, cells.base)
+    masks = (cells.base + cells.swa) * n_ub * (2 if cp.flash_attn else 4)
+    return (n_copies - 1) * (n_ub * (a.n_embd or 0) * 4 + masks)

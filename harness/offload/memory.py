@@ -15,14 +15,17 @@ llama-hparams.cpp and the per-architecture load_arch_hparams in src/models/*.cpp
 - recurrent layers (Mamba, Mamba-2, RWKV, LFM2's short convolution, the recurrent half of hybrids) hold
   an r (conv/shift) and an s (SSM/wkv) tensor of max(1, n_seq_max) rows in F32 whatever --kv-type says;
   llama.cpp reports them as "RS buffer size";
-- every tensor is padded to its buffer's alignment (32 bytes on CPU and RPC).
+- every tensor is sized as its buffer type sizes it (ggml_types.BufferType: 32-byte alignment on CPU and RPC;
+  128 and quantized rows padded to 512 elements on CUDA).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.gguf import ggml_types
+from harness.gguf.ggml_types import CPU_BUFFER, BufferType
 from harness.gguf.header import ModelHeader
 from harness.gguf.memory_layout import attention_window, layer_memory, v_head_length
 
@@ -65,9 +68,11 @@ class LayerBytes:
         return self.kv_bytes + self.swa_kv_bytes + self.rs_bytes
 
 
-def layer_memory_bytes(header: ModelHeader, cp, alignment: int | list[int] = 32) -> list[LayerBytes]:
-    """KV cache and recurrent state of each layer. ``alignment``: the buffer alignment of the device
-    each layer's memory lives on (one value for all, or one per layer)."""
+def layer_memory_bytes(
+    header: ModelHeader, cp, buft: BufferType | Sequence[BufferType] = CPU_BUFFER
+) -> list[LayerBytes]:
+    """KV cache and recurrent state of each layer. ``buft``: the buffer type of the device each layer's
+    memory lives on (one for all, or one per layer); it sizes each cache tensor (shape: row width x cells)."""
     a = header.arch
     layers = layer_memory(header)
     cells = kv_cells(header, cp)
@@ -79,20 +84,22 @@ def layer_memory_bytes(header: ModelHeader, cp, alignment: int | list[int] = 32)
     rows_rs = max(1, cp.n_seq_max)  # mem_size x (1 + n_rs_seq); n_rs_seq is 0 unless a context asks
     out = []
     for il, m in enumerate(layers):
-        align = alignment if isinstance(alignment, int) else alignment[il]
+        b = buft if isinstance(buft, BufferType) else buft[il]
         kv = rs = 0
         if m.has_kv:
             n = (cells.swa if m.swa else cells.base) * cells.n_stream
-            kv = ggml_types.pad(ggml_types.tensor_nbytes((m.k_width,), tk) * n, align)
+            kv = b.alloc_bytes(ggml_types.tensor_nbytes((m.k_width,), tk) * n, tk, m.k_width)
             if not a.is_mla:  # MLA keeps no V tensor
                 v_width = m.v_width if cp.flash_attn else v_width_max
-                kv += ggml_types.pad(ggml_types.tensor_nbytes((v_width,), tv) * n, align)
-        if m.has_rs:
-            rs = ggml_types.pad(m.r_width * 4 * rows_rs, align) + ggml_types.pad(m.s_width * 4 * rows_rs, align)
+                kv += b.alloc_bytes(ggml_types.tensor_nbytes((v_width,), tv) * n, tv, v_width)
+        if m.has_rs:  # f32 states
+            rs = b.alloc_bytes(m.r_width * 4 * rows_rs, ggml_types.F32, m.r_width) + b.alloc_bytes(
+                m.s_width * 4 * rows_rs, ggml_types.F32, m.s_width
+            )
         out.append(LayerBytes(0 if m.swa else kv, kv if m.swa else 0, rs))
     return out
 
 
-def memory_bytes_per_layer(header: ModelHeader, cp, alignment: int | list[int] = 32) -> list[int]:
+def memory_bytes_per_layer(header: ModelHeader, cp, buft: BufferType | Sequence[BufferType] = CPU_BUFFER) -> list[int]:
     """KV cache plus recurrent state bytes of each layer (0 for a layer with neither)."""
-    return [b.total_bytes for b in layer_memory_bytes(header, cp, alignment)]
+    return [b.total_bytes for b in layer_memory_bytes(header, cp, buft)]

@@ -9,7 +9,7 @@ recurrent state in F32: memory.py).
 Weights per buffer, as llama.cpp's loader makes them (llama-model-loader.cpp create_tensor and
 get_mapping_range, llama-model.cpp load_tensors and make_cpu_buft_list):
 
-- an offload device holds its layers' tensors, each padded to its buffer's alignment, plus the copies the
+- an offload device holds its layers' tensors, each sized as its buffer type sizes it, plus the copies the
   loader makes there: the tied ``token_embd`` on the output layer's device, and its own copy of each
   per-layer tensor (rope_freqs, rope_factors_*) when it holds blocks but not block 0 (roles.py);
 - the host keeps its tensors in the mmapped file (``CPU_Mapped``: one buffer per file spanning its first
@@ -37,10 +37,12 @@ from functools import cache
 
 from harness.errors import UsageError
 from harness.gguf import ggml_types
+from harness.gguf.ggml_types import CPU_BUFFER, BufferType
 from harness.gguf.header import ModelHeader
 from harness.gguf.reader import TensorInfo
 from harness.gguf.roles import (
     ROUTED_EXPERTS_PATTERN,
+    alloc_bytes,
     is_per_layer,
     is_skipped,
     layer_weights_bytes,
@@ -118,14 +120,14 @@ def layer_devices(n_layer: int, n_gpu_layers: int, split: list[float]) -> list[i
     return out
 
 
-def offloaded_layer_bytes(header: ModelHeader, cp: ContextParams, alignment: int = 32) -> list[int]:
+def offloaded_layer_bytes(header: ModelHeader, cp: ContextParams, buft: BufferType = CPU_BUFFER) -> list[int]:
     """What each of the n_layer + 1 offloadable layers brings to the device it is offloaded to (the
     output layer last): its weights as roles.layer_weights_bytes counts them and, with offload_kqv, its
-    KV cache. place() puts exactly these bytes on a device of that alignment, plus roles.per_layer_bytes
+    KV cache. place() puts exactly these bytes on a device of that buffer type, plus roles.per_layer_bytes
     once on a device holding any block (its instance of rope_freqs and the like)."""
-    out = layer_weights_bytes(header, alignment)
+    out = layer_weights_bytes(header, buft)
     if cp.offload_kqv:
-        for il, b in enumerate(memory_bytes_per_layer(header, cp)):
+        for il, b in enumerate(memory_bytes_per_layer(header, cp, buft)):
             out[il] += b
     return out
 
@@ -306,13 +308,13 @@ def place(
     n_gpu_layers: int,
     split: list[float],
     cp: ContextParams,
-    alignment: dict[int, int] | None = None,
+    buffer_types: dict[int, BufferType] | None = None,
     cpu: CpuFeatures | None = None,
     mmap: bool = True,
     host_patterns: tuple[str, ...] = (),
 ) -> Placement:
-    """Weights and KV cache per device. ``alignment`` (device -> bytes) pads each tensor as the
-    device's buffer type does (32 for CPU and RPC).
+    """Weights and KV cache per device. ``buffer_types`` (device -> ggml_types.BufferType; the host is -1)
+    sizes each tensor as the device's buffer type does (CPU_BUFFER unless given: CPU and RPC).
 
     ``cpu``: whose repacked layouts apply to host weights; None is this machine's (``this_cpu``), as with
     RPC devices or none. Pass NO_REPACK when an offload device lends a host buffer type (CUDA and other
@@ -340,8 +342,8 @@ def place(
     devs = layer_devices(n_layer, n_gpu_layers, split)
     out_dev = devs[n_layer]
     cpu = this_cpu() if cpu is None else cpu
-    align = alignment or {}
-    host_align = align.get(-1, 32)
+    bufts = buffer_types or {}
+    host_buft = bufts.get(-1, CPU_BUFFER)
     weights: dict[int, int] = {}
     where: dict[str, int] = {}
     spans: dict[int, tuple[int, int]] = {}  # per file: first and last byte of its mapped host tensors
@@ -349,7 +351,7 @@ def place(
     repack = unmapped = host_tensors = duplicated = 0
 
     def on_device(d: int, t: TensorInfo) -> int:
-        n = ggml_types.pad(t.n_bytes, align.get(d, 32))
+        n = alloc_bytes(t, bufts.get(d, CPU_BUFFER))
         weights[d] = weights.get(d, 0) + n
         return n
 
@@ -369,16 +371,16 @@ def place(
         if d != -1:
             on_device(d, t)
             continue
-        host_tensors += ggml_types.pad(t.n_bytes, host_align)
+        host_tensors += alloc_bytes(t, host_buft)
         if is_repacked(t, cpu):
-            repack += ggml_types.pad(t.n_bytes, host_align)
+            repack += alloc_bytes(t, host_buft)
             repacked.append(t.name)
         elif mmap:
             start = t.offset_bytes
             first, last = spans.get(t.shard, (start, start + t.n_bytes))
             spans[t.shard] = (min(first, start), max(last, start + t.n_bytes))
         else:
-            unmapped += ggml_types.pad(t.n_bytes, host_align)
+            unmapped += alloc_bytes(t, host_buft)
     # per-layer tensors: block 0's device has the file's tensor, each further device holding blocks a copy
     further = {d for d in devs[:n_layer] if d != devs[0]} if n_layer else set()
     for t in header.tensors:
@@ -392,15 +394,15 @@ def place(
         duplicated += on_device(out_dev, embd)
     elif embd is not None and is_repacked(embd, cpu, op="mul_mat"):
         # the output's MUL_MAT picks CPU_REPACK: a context apart from the embeddings' lookup, so a copy
-        duplicated += ggml_types.pad(embd.n_bytes, host_align)
-        repack += ggml_types.pad(embd.n_bytes, host_align)
+        duplicated += alloc_bytes(embd, host_buft)
+        repack += alloc_bytes(embd, host_buft)
         repacked.append(embd.name)
     mapped = sum(last - first for first, last in spans.values())
     if mapped or repack or unmapped:
         weights[-1] = mapped + repack + unmapped
     kv: dict[int, int] = {}
     mem_devs = [devs[il] if cp.offload_kqv else -1 for il in range(n_layer)]
-    for il, b in enumerate(memory_bytes_per_layer(header, cp, [align.get(d, 32) for d in mem_devs])):
+    for il, b in enumerate(memory_bytes_per_layer(header, cp, [bufts.get(d, CPU_BUFFER) for d in mem_devs])):
         kv[mem_devs[il]] = kv.get(mem_devs[il], 0) + b
     return Placement(
         n_gpu_layers,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 
+from harness.gguf.ggml_types import CPU_BUFFER, CUDA_BUFFER, BufferType
 from harness.gguf.header import ModelHeader
 from harness.gguf.roles import (
     TOKEN_EMBD,
@@ -21,7 +22,8 @@ from harness.gguf.roles import (
     routed_expert_bytes,
     unread_expert_share,
 )
-from harness.offload.buffers import compute_bytes, output_bytes
+from harness.offload import cuda
+from harness.offload.buffers import compute_bytes, output_bytes, pipeline_copies, pipeline_extra_bytes
 from harness.offload.hardware import GPUProfile, HostProfile
 from harness.offload.memory import layer_memory_bytes
 from harness.offload.placement import (
@@ -35,6 +37,10 @@ from harness.offload.placement import (
 )
 
 FORMULA = "formula"  # where compute buffers come from when llama.cpp is not asked
+# How layers are spread over several devices (--split): in proportion to each device's budget, as llama.cpp
+# does by default, or packed into the devices in order (more layers when the budgets' fixed costs differ)
+PROPORTIONAL, PACKED = "proportional", "packed"
+SPLIT_MODES = (PROPORTIONAL, PACKED)
 
 # llama.cpp's compute buffers for a batch of layouts: per layout, the
 # bytes on each device (in order) and on the host. harness.llama.dryrun answers it; the solver only asks.
@@ -57,10 +63,15 @@ class Device:
     bandwidth_bytes_per_s: float = 0.0  # effective, for generation
     flops: float = 0.0  # effective fp16 FLOP/s, for prompt processing
     link_bytes_per_s: float = 25e9  # host <-> device
-    alignment: int = 32
+    buffer_type: BufferType = CPU_BUFFER  # how its buffers size tensors (an RPC server's CPU; CUDA for a GPU)
     # a GPU backend lends the host a pinned buffer type, which llama.cpp tries before CPU_REPACK (then, with
     # mmap, swaps for the plain CPU one): with such a device nothing on the host is repacked. RPC lends none.
     lends_host_buffer: bool = False
+
+    @property
+    def is_cuda(self) -> bool:
+        """A CUDA device: its buffers, compute and pool as ggml-cuda sizes them (harness.offload.cuda)."""
+        return self.buffer_type == CUDA_BUFFER
 
     @classmethod
     def from_profile(
@@ -73,6 +84,7 @@ class Device:
             p.effective_bandwidth_bytes_per_s,
             p.effective_flops,
             p.link_bytes_per_s,
+            CUDA_BUFFER,
             lends_host_buffer=True,
         )
 
@@ -165,6 +177,8 @@ class Plan:
     forced: bool = False
     compute_source: str = FORMULA
     n_cpu_moe: int = 0  # blocks 0..n_cpu_moe-1 keep their routed experts on the host
+    split_mode: str = PROPORTIONAL  # how the layers were spread over several devices
+    n_copies: int = 1  # llama.cpp's pipeline parallelism: copies of each split's inputs (buffers.pipeline_copies)
 
     @property
     def strategy(self) -> str:
@@ -197,7 +211,7 @@ def _margin(budget: int, margin_fraction: float) -> int:
 def placement_of(
     header: ModelHeader, devices: list[Device], cp: ContextParams, n_gpu_layers: int, split, n_cpu_moe: int = 0
 ) -> Placement:
-    """Where llama.cpp puts every tensor for this split on these devices: each device's buffer alignment, the
+    """Where llama.cpp puts every tensor for this split on these devices: each device's buffer type, the
     routed experts of blocks below ``n_cpu_moe`` overridden to the host, and host weights repacked for this
     CPU unless a device lends a host buffer type (a GPU: then nothing is repacked)."""
     return place(
@@ -205,7 +219,7 @@ def placement_of(
         n_gpu_layers,
         list(split) if devices else [],
         cp,
-        {i: d.alignment for i, d in enumerate(devices)},
+        {i: d.buffer_type for i, d in enumerate(devices)},
         cpu=NO_REPACK if any(d.lends_host_buffer for d in devices) else None,  # None: this machine's CPU
         host_patterns=n_cpu_moe_patterns(n_cpu_moe),
     )
@@ -223,6 +237,7 @@ def evaluate(
     measured: tuple[tuple[int, ...], int] | None = None,
     compute_source: str = FORMULA,
     n_cpu_moe: int = 0,
+    split_mode: str = PROPORTIONAL,
 ) -> Plan:
     """The memory plan and speed of one n_gpu_layers and split. ``measured``: llama.cpp's compute buffers
     for it (per device, host), which replace the formula's; ``compute_source`` says where they came from.
@@ -230,6 +245,14 @@ def evaluate(
     p = placement_of(header, devices, cp, n_gpu_layers, split, n_cpu_moe)
     n_layer = header.arch.n_layer
     out_dev = p.layer_device[n_layer]
+    n_copies = pipeline_copies(len(devices), n_gpu_layers, n_layer + 1, bool(p.overridden)) if cp.offload_kqv else 1
+
+    def formula(n_layers: int, holds_output: bool) -> int:
+        return compute_bytes(header, cp, n_layers > 0, holds_output) + pipeline_extra_bytes(header, cp, n_copies)
+
+    # a CUDA device's own needs beyond a CPU-backed dry run (harness.offload.cuda): flash attention's f16 copies of
+    # a quantized cache in the compute buffer, and the memory pool beside the profile's context reserve
+    cuda_compute, cuda_pool = cuda.fattn_f16_bytes(header, cp), cuda.pool_bytes(header, cp)
     plans = []
     for i, d in enumerate(devices):
         n_layers = sum(1 for il in range(n_layer) if p.layer_device[il] == i)
@@ -241,8 +264,10 @@ def evaluate(
                 d.budget_bytes,
                 p.weights_bytes.get(i, 0),
                 p.kv_bytes.get(i, 0),
-                measured[0][i] if measured else compute_bytes(header, cp, n_layers > 0, holds_output) if used else 0,
-                d.reserve_bytes if used else 0,
+                (measured[0][i] if measured else formula(n_layers, holds_output)) + (cuda_compute if d.is_cuda else 0)
+                if used
+                else 0,
+                d.reserve_bytes + (cuda_pool if d.is_cuda else 0) if used else 0,
                 _margin(d.budget_bytes, margin_fraction),
                 n_layers,
                 holds_output,
@@ -259,7 +284,19 @@ def evaluate(
     )
     tg, pp = predict_speed(header, p, devices, host, cp)
     return Plan(
-        n_gpu_layers, n_layer + 1, tuple(split), tuple(plans), host_plan, cp, tg, pp, forced, compute_source, n_cpu_moe
+        n_gpu_layers,
+        n_layer + 1,
+        tuple(split),
+        tuple(plans),
+        host_plan,
+        cp,
+        tg,
+        pp,
+        forced,
+        compute_source,
+        n_cpu_moe,
+        split_mode if len(devices) > 1 else PROPORTIONAL,
+        n_copies,
     )
 
 
@@ -271,14 +308,22 @@ def _split_for(
     ngl: int,
     margin_fraction: float,
     n_cpu_moe: int = 0,
+    mode: str = PROPORTIONAL,
 ) -> list[float] | None:
-    """Layer counts per device (given to llama.cpp as tensor_split, which then places exactly these
-    counts) that put ``ngl`` layers within every budget, filling devices in order; None if none do."""
+    """Layer counts per device (given to llama.cpp as tensor_split, which then places exactly these counts)
+    for ``ngl`` offloaded layers. proportional: llama.cpp's own default, layers in proportion to each device's
+    budget (llama_model::load_tensors splits by each device's free memory when no tensor_split is given;
+    whether they fit is evaluate's to say). packed: devices filled in order, each to its budget; None if
+    they cannot hold ``ngl`` layers."""
     if len(devices) == 1:
         return [1.0]
+    if mode == PROPORTIONAL:
+        where = layer_devices(header.arch.n_layer, ngl, [float(d.budget_bytes) for d in devices])
+        counts = [float(sum(1 for d in where if d == i)) for i in range(len(devices))]
+        return counts if any(counts) else _even(devices)  # (nothing offloaded: any split will do)
     # the layers offloaded, lowest first, then the output layer (also when ngl is 0: a split is still given)
     costs = {}
-    for a in {d.alignment for d in devices}:
+    for a in {d.buffer_type for d in devices}:
         per_layer = offloaded_layer_bytes(header, cp, a)
         for il, n in enumerate(routed_expert_bytes(header, a)[:n_cpu_moe]):
             per_layer[il] -= n
@@ -287,17 +332,22 @@ def _split_for(
     used = [0] * len(devices)
     dev = 0
     n_slots = max(ngl, 1)
+    copies = pipeline_copies(len(devices), ngl, header.arch.n_layer + 1, n_cpu_moe > 0) if cp.offload_kqv else 1
+    shared = pipeline_extra_bytes(header, cp, copies)
+    on_cuda = cuda.fattn_f16_bytes(header, cp) + cuda.pool_bytes(header, cp)
     for k in range(n_slots):
         is_output = k == n_slots - 1
         while dev < len(devices):
             d = devices[dev]
-            cost = costs[d.alignment][k]
+            cost = costs[d.buffer_type][k]
             holds_layers = counts[dev] > 0 or not is_output
             fixed = (
                 d.reserve_bytes
                 + _margin(d.budget_bytes, margin_fraction)
                 + compute_bytes(header, cp, holds_layers, is_output)
-                + (per_layer_bytes(header, d.alignment) if holds_layers else 0)
+                + shared
+                + (on_cuda if d.is_cuda else 0)
+                + (per_layer_bytes(header, d.buffer_type) if holds_layers else 0)
             )
             if used[dev] + cost + fixed <= d.budget_bytes:
                 counts[dev] += 1
@@ -323,10 +373,11 @@ def solve(
     oracle_source: str = FORMULA,
     n_cpu_moe: int | None = None,
     strategy: str = "layers",
+    split_mode: str = PROPORTIONAL,
 ) -> Plan:
     """The best plan for ``strategy`` (see solve_strategies), or the one a forced n_gpu_layers / n_cpu_moe gives."""
     return solve_strategies(
-        header, devices, host, cp, n_gpu_layers, margin_fraction, oracle, oracle_source, n_cpu_moe, strategy
+        header, devices, host, cp, n_gpu_layers, margin_fraction, oracle, oracle_source, n_cpu_moe, strategy, split_mode
     )[0]
 
 
@@ -341,6 +392,7 @@ def solve_strategies(
     oracle_source: str = FORMULA,
     n_cpu_moe: int | None = None,
     strategy: str = "auto",
+    split_mode: str = PROPORTIONAL,
 ) -> tuple[Plan, Plan | None]:
     """(the chosen plan, the other strategy's plan or None).
 
@@ -351,49 +403,70 @@ def solve_strategies(
     A forced ``n_gpu_layers`` and/or ``n_cpu_moe`` is evaluated (or solved for the other) as given.
 
     With an ``oracle`` (llama.cpp's own reservation), the formula's answer is only the first guess: the
-    plans around it get llama.cpp's compute buffers, until the answer is bracketed by llama.cpp's figures."""
-    asker = _Asker(header, devices, host, cp, margin_fraction, oracle, oracle_source) if oracle else None
+    plans around it get llama.cpp's compute buffers, until the answer is bracketed by llama.cpp's figures.
+    ``split_mode``: how layers spread over several devices (PROPORTIONAL, llama.cpp's default, or PACKED)."""
+    given = _Given(header, devices, host, cp, margin_fraction, split_mode)
+    asker = _Asker(given, oracle, oracle_source) if oracle else None
     is_moe = header.arch.n_expert > 0 and any(routed_expert_bytes(header))
     if n_cpu_moe is not None or not is_moe or strategy == "layers" or not devices:
         moe = min(max(n_cpu_moe or 0, 0), header.arch.n_layer)
-        return _solve_layers(header, devices, host, cp, n_gpu_layers, margin_fraction, asker, moe), None
-    experts = _solve_experts(header, devices, host, cp, margin_fraction, asker)
+        return _solve_layers(given, n_gpu_layers, asker, moe), None
+    experts = _solve_experts(given, asker)
     if strategy == "experts" or (experts.n_cpu_moe == 0 and experts.fits_fully):
         return experts, None  # (every layer fits with its experts: there is nothing to choose)
-    layers = _solve_layers(header, devices, host, cp, n_gpu_layers, margin_fraction, asker, 0)
+    layers = _solve_layers(given, n_gpu_layers, asker, 0)
     if experts.predicted_tg_tokens_per_s > layers.predicted_tg_tokens_per_s and experts.devices_fit:
         return experts, layers
     return layers, experts
 
 
-def _solve_layers(
-    header: ModelHeader,
-    devices: list[Device],
-    host: Host,
-    cp: ContextParams,
-    n_gpu_layers: int | None,
-    margin_fraction: float,
-    asker: _Asker | None,
-    moe: int,
-) -> Plan:
-    total = header.arch.n_layer + 1
-    if not devices:
-        return (asker and asker.plans([(0, moe)], forced=True)[(0, moe)]) or evaluate(
-            header, [], host, cp, 0, [], margin_fraction, n_cpu_moe=moe
+@dataclass(frozen=True)
+class _Given:
+    """What one solve is given: the model, the devices and host, the context, the margin, the split mode."""
+
+    header: ModelHeader
+    devices: list[Device]
+    host: Host
+    cp: ContextParams
+    margin_fraction: float
+    split_mode: str
+
+    def split(self, ngl: int, moe: int, forced: bool = False) -> list[float] | None:
+        """The split for ``ngl`` layers (see _split_for); when forced, an even one if packing finds none."""
+        if not self.devices:
+            return []
+        split = _split_for(
+            self.header, self.devices, self.host, self.cp, ngl, self.margin_fraction, moe, self.split_mode
         )
+        return split if split is not None or not forced else _even(self.devices)
+
+    def evaluate(self, ngl: int, split, moe: int, forced: bool = False, measured=None, source: str = FORMULA) -> Plan:
+        return evaluate(
+            self.header, self.devices, self.host, self.cp, ngl, split, self.margin_fraction, forced, measured,
+            source, moe, self.split_mode,
+        )  # fmt: skip
+
+    def at(self, ngl: int, moe: int, forced: bool = False) -> Plan | None:
+        """The formula's plan for ``ngl`` layers and ``moe`` (None: packing cannot place that many)."""
+        split = self.split(ngl, moe, forced)
+        return self.evaluate(ngl, split, moe, forced) if split is not None else None
+
+
+def _solve_layers(given: _Given, n_gpu_layers: int | None, asker: _Asker | None, moe: int) -> Plan:
+    total = given.header.arch.n_layer + 1
+    if not given.devices:
+        return (asker and asker.plans([(0, moe)], forced=True)[(0, moe)]) or given.evaluate(0, [], moe)
     if n_gpu_layers is not None:
         ngl = max(0, min(n_gpu_layers, total))
         if asker and (plan := asker.plans([(ngl, moe)], forced=True)[(ngl, moe)]):
             return plan
-        split = _split_for(header, devices, host, cp, ngl, margin_fraction, moe) or _even(devices)
-        return evaluate(header, devices, host, cp, ngl, split, margin_fraction, forced=True, n_cpu_moe=moe)
-    best = evaluate(header, devices, host, cp, 0, _even(devices), margin_fraction, n_cpu_moe=moe)
+        return given.at(ngl, moe, forced=True)
+    best = given.evaluate(0, given.split(0, moe, forced=True), moe)
     lo, hi = 0, total
     # device totals grow with n_gpu_layers, so the largest fitting value can be bisected
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        split = _split_for(header, devices, host, cp, mid, margin_fraction, moe)
-        plan = evaluate(header, devices, host, cp, mid, split, margin_fraction, n_cpu_moe=moe) if split else None
+        plan = given.at(mid, moe)
         if plan is not None and plan.devices_fit:
             lo, best = mid, plan
         else:
@@ -407,26 +480,15 @@ def _solve_layers(
     return asker.plans([(0, moe)], forced=True)[(0, moe)] or best
 
 
-def _solve_experts(
-    header: ModelHeader,
-    devices: list[Device],
-    host: Host,
-    cp: ContextParams,
-    margin_fraction: float,
-    asker: _Asker | None,
-) -> Plan:
+def _solve_experts(given: _Given, asker: _Asker | None) -> Plan:
     """Every layer on the devices, the fewest blocks' routed experts on the host."""
-    total, n_layer = header.arch.n_layer + 1, header.arch.n_layer
-
-    def at(moe: int) -> Plan | None:
-        split = _split_for(header, devices, host, cp, total, margin_fraction, moe)
-        return evaluate(header, devices, host, cp, total, split, margin_fraction, n_cpu_moe=moe) if split else None
-
+    n_layer = given.header.arch.n_layer
+    total = n_layer + 1
     lo, hi = 0, n_layer + 1  # device totals fall as n_cpu_moe grows: bisect the smallest that fits
     best: Plan | None = None
     while lo < hi:
         mid = (lo + hi) // 2
-        plan = at(mid) if mid <= n_layer else None
+        plan = given.at(total, mid) if mid <= n_layer else None
         if plan is not None and plan.devices_fit:
             hi, best = mid, plan
         else:
@@ -435,7 +497,7 @@ def _solve_experts(
         guess = best.n_cpu_moe if best is not None else n_layer
         best = asker.bracket(lambda m: (total, m), guess, 0, n_layer, largest=False)
     if best is None:  # even every block's experts on the host leave too much: split the layers as well
-        return _solve_layers(header, devices, host, cp, None, margin_fraction, asker, n_layer)
+        return _solve_layers(given, None, asker, n_layer)
     return best
 
 
@@ -490,23 +552,17 @@ def compute_signature(kinds: Sequence[int], layer_device: Sequence[int]) -> tupl
 class _Asker:
     """Plans with llama.cpp's compute buffers: asks the oracle once per compute signature, in batches."""
 
-    def __init__(self, header, devices, host, cp, margin_fraction, oracle, source) -> None:
-        self.header, self.devices, self.host, self.cp = header, devices, host, cp
-        self.margin_fraction, self.oracle, self.source = margin_fraction, oracle, source
+    def __init__(self, given: _Given, oracle, source) -> None:
+        self.given, self.oracle, self.source = given, oracle, source
         self.known: dict[tuple, tuple[tuple[int, ...], int]] = {}
-        self._kinds = cache(lambda moe: layer_kinds(header, cp, moe))
-
-    def _split(self, n: int, moe: int, forced: bool) -> list[float] | None:
-        if not self.devices:
-            return []
-        split = _split_for(self.header, self.devices, self.host, self.cp, n, self.margin_fraction, moe)
-        return split if split is not None else (_even(self.devices) if forced else None)
+        self._kinds = cache(lambda moe: layer_kinds(given.header, given.cp, moe))
 
     def plans(self, asked: Sequence[tuple[int, int]], forced: bool = False) -> dict[tuple[int, int], Plan | None]:
         """A plan per (n_gpu_layers, n_cpu_moe) (None: no split of the formula's places that many layers)."""
-        layouts = {nm: split for nm in asked if (split := self._split(*nm, forced)) is not None}
+        g = self.given
+        layouts = {nm: split for nm in asked if (split := g.split(*nm, forced)) is not None}
         signature = {
-            (n, moe): compute_signature(self._kinds(moe), layer_devices(self.header.arch.n_layer, n, split))
+            (n, moe): compute_signature(self._kinds(moe), layer_devices(g.header.arch.n_layer, n, split))
             for (n, moe), split in layouts.items()
         }
         ask = {}
@@ -518,19 +574,7 @@ class _Asker:
             self.known.update(zip(ask, answers))
         out: dict[tuple[int, int], Plan | None] = {nm: None for nm in asked}
         for (n, moe), split in layouts.items():
-            out[(n, moe)] = evaluate(
-                self.header,
-                self.devices,
-                self.host,
-                self.cp,
-                n,
-                split,
-                self.margin_fraction,
-                forced,
-                self.known[signature[(n, moe)]],
-                self.source,
-                moe,
-            )
+            out[(n, moe)] = g.evaluate(n, split, moe, forced, self.known[signature[(n, moe)]], self.source)
         return out
 
     def bracket(self, layout, guess: int, least: int, most: int, largest: bool) -> Plan | None:
