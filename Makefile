@@ -8,14 +8,17 @@ LLAMA_CPP_VERSION := 0.3.36
 # CUDA is built where nvcc exists *and* a GPU answers: nvcc alone (a toolkit on a GPU-less build
 # host) makes ggml's CUDA_ARCHITECTURES=native fail. Force with CUDA=1 or CUDA=0.
 CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
-LLAMA_CMAKE_ARGS := -DGGML_RPC=on$(if $(filter 1,$(CUDA)), -DGGML_CUDA=on)
+# With CUDA=1, CUDA_ARCH=90 builds the kernels for that compute capability alone (make gpu-check gives the local
+# card's, from nvidia-smi; several: "80;90"); empty: ggml's own choice.
+CUDA_ARCH ?=
+LLAMA_CMAKE_ARGS := -DGGML_RPC=on$(if $(filter 1,$(CUDA)), -DGGML_CUDA=on$(if $(CUDA_ARCH), -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH)))
 # The stamp's name carries the version and build flags, so changing either triggers a rebuild.
-LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)$(if $(filter 1,$(CUDA)),-cuda)-rpc
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)$(if $(filter 1,$(CUDA)),-cuda$(subst ;,-,$(CUDA_ARCH)))-rpc
 DEPS_STAMP := $(VENV)/.deps
 MODELS_STAMP := $(VENV)/.models
 MODEL ?= gemma3-270m-q4_k_m
 
-.PHONY: install models lint test test-sweep bench bench-header bench-cli bench-plan zoo-table run compare wheel-check clean
+.PHONY: install models lint test test-sweep bench bench-header bench-cli bench-plan zoo-table cuda-logs run compare wheel-check clean gpu-check
 
 
 install: $(DEPS_STAMP)
@@ -84,6 +87,19 @@ bench-plan: install
 # README's per-architecture table: plan vs llama.cpp's buffers on every zoo model (markdown).
 zoo-table: install
 	$(PY) benchmarks/zoo_table.py
+
+# The published CUDA load logs (../shared/data/cuda-logs-published.json) replayed by the planner: weights, KV and
+# compute per device, predicted vs logged, and why where they differ. CUDA_LOGS_ARGS=--json or --markdown.
+cuda-logs: install
+	$(PY) benchmarks/cuda_logs.py $(CUDA_LOGS_ARGS)
+
+# On a host with an NVIDIA GPU, from a fresh checkout: llama-cpp-python built with CUDA for this card alone, the
+# real models, then plan --local --verify (llama.cpp's buffers and nvidia-smi's used memory beside each plan),
+# bench and compare on the card; ONE JSON report (GPU_CHECK_OUT, path printed last). Each step has its own
+# timeout and a failed one is recorded, not fatal; the whole fits in ten minutes on 16 cores (scripts/gpu_check.py).
+GPU_CHECK_OUT ?= gpu-check.json
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

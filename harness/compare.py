@@ -5,6 +5,11 @@ For a model file here, each missing variant is built with llama.cpp's own quanti
 target budget, benchmarked with the bench method, and scored against the file with quality.measure.
 For a model known by its architecture only, rows carry exact sizes, fit and predicted speed on the
 target and on more GPUs; nothing measured is made up (null).
+
+With devices to run on (RPC hosts, this machine's GPUs: PlanRequest.rpc / local), each variant is planned
+for them as `harness run` plans (llama.cpp's dry run for compute buffers), loaded alone with its own split,
+benchmarked there, and its plan set beside llama.cpp's own buffer report per device. Quality is measured as
+without devices: every variant on the host at once, scoring the same chunks side by side.
 """
 
 from __future__ import annotations
@@ -12,25 +17,31 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness import settings
+from harness.errors import UsageError
 from harness.gguf.shards import read_header
 from harness.llama.bench_loop import run_bench
+from harness.llama.engine import BufferReport, EngineReport
 from harness.llama.imatrix import ImportanceMatrix, compute
 from harness.llama.quality import default_text, measure
 from harness.llama.quantizer import quantize
+from harness.llama.rpc import endpoint_of
 from harness.llama.session import open_session
-from harness.models.assets import atomic_output
 from harness.models.resolve import resolve_model
 from harness.offload.placement import ContextParams
 from harness.offload.solver import Plan, gpus_to_fit, solve_strategies
-from harness.plan import context_of, target_devices, target_host
+from harness.plan import Actual, context_of, make_plan, target_devices, target_host
 from harness.quant.sizes import at_quant, needs_imatrix, predict
+from harness.text import human_bytes
 
 DEFAULT_QUANTS = ("Q8_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")
+# each variant's speed test: llama-bench's method at this size (harness.llama.bench_loop)
+PP_TOKENS, TG_TOKENS = 256, 32
+QUALITY_N_CTX = 512  # the chunk quality is scored in (and the host sessions' context): llama.cpp's perplexity default
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,74 @@ class StrategyFit:
 
 
 @dataclass(frozen=True)
+class DeviceMemory:
+    """One device's memory for one variant run with its split: the plan's buffers and llama.cpp's own report of
+    the load (weights, KV cache, compute; on the host also the logits' output buffer). A runtime reserve is no
+    buffer llama.cpp reports, so neither side holds one."""
+
+    name: str  # a planned device's name, or "host"
+    budget_bytes: int  # the device's budget; for the host, its RAM (0: not set)
+    n_layers: int  # layers the plan puts here, the output layer counted as one
+    predicted: Actual
+    actual: Actual
+
+    def to_json(self) -> dict[str, Any]:
+        def side(a: Actual) -> dict[str, int]:
+            return {
+                "weights_bytes": a.weights_bytes,
+                "kv_bytes": a.kv_bytes,
+                "compute_bytes": a.compute_bytes,
+                "output_bytes": a.output_bytes,
+                "total_bytes": a.total_bytes,
+            }
+
+        return {
+            "device": self.name,
+            "budget_bytes": self.budget_bytes,
+            "n_layers": self.n_layers,
+            "predicted": side(self.predicted),
+            "actual": side(self.actual),
+        }
+
+
+def _reported(buffers: tuple[BufferReport, ...] | list[BufferReport]) -> Actual:
+    return Actual(
+        sum(b.model_bytes for b in buffers),
+        sum(b.kv_bytes for b in buffers),
+        sum(b.compute_bytes for b in buffers),
+        sum(b.output_bytes for b in buffers),
+    )
+
+
+def memory_of(plan: Plan, report: EngineReport) -> tuple[DeviceMemory, ...]:
+    """Each planned device, then the host: the plan's buffers beside the ones llama.cpp reported for it (an RPC
+    device by its endpoint, whatever index the server gave it; a local GPU by its name), as
+    EngineReport.actual_bytes matches them."""
+    out = []
+    for d in plan.devices:
+        endpoint = endpoint_of(d.name)
+        mine = [
+            b
+            for b in report.device_buffers
+            if (endpoint_of(b.name) == endpoint if endpoint is not None else b.name.startswith(d.name))
+        ]
+        predicted = Actual(d.weights_bytes, d.kv_bytes, d.compute_bytes)
+        n_layers = d.n_layers + (1 if d.holds_output else 0)
+        out.append(DeviceMemory(d.name, d.budget_bytes, n_layers, predicted, _reported(mine)))
+    h = plan.host
+    out.append(
+        DeviceMemory(
+            "host",
+            h.ram_bytes,
+            plan.n_layers_total - plan.n_gpu_layers,
+            Actual(h.weights_bytes, h.kv_bytes, h.compute_bytes, h.output_bytes),
+            _reported(report.host_buffers),
+        )
+    )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Row:
     quant: str
     tensor_bytes: int
@@ -83,6 +162,9 @@ class Row:
     strategy: str = "layers"  # how the plan above splits the model: "experts" keeps routed experts on the host
     n_cpu_moe: int = 0
     other: StrategyFit | None = None  # a mixture of experts: the strategy not chosen, on the same target
+    # run with its split on the devices (Comparison.devices): llama.cpp's own count and buffers beside the plan's
+    n_layers_offloaded: int | None = None
+    memory: tuple[DeviceMemory, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +173,10 @@ class Comparison:
     reference: str | None  # the variant the others are scored against
     rows: tuple[Row, ...]
     notes: tuple[str, ...]
+    # the devices each variant was planned for and run on with its own split; () with split False: measured on
+    # the host alone, planned for the target profile
+    devices: tuple[str, ...] = ()
+    split: bool = False
 
     def to_json(self) -> dict[str, Any]:
         keys = (
@@ -113,14 +199,23 @@ class Comparison:
             "note",
             "strategy",
             "n_cpu_moe",
+            "n_layers_offloaded",
         )
         rows = []
         for r in self.rows:
             d = {k: getattr(r, k) for k in keys}
             d = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
             d["other_strategy"] = r.other.to_json() if r.other else None
+            d["memory"] = [m.to_json() for m in r.memory] if self.split else None
             rows.append(d)
-        return {"model": self.model, "reference": self.reference, "rows": rows, "notes": list(self.notes)}
+        return {
+            "model": self.model,
+            "reference": self.reference,
+            "split": self.split,
+            "devices": list(self.devices),
+            "rows": rows,
+            "notes": list(self.notes),
+        }
 
 
 def _variant_path(source: Path, quant: str) -> Path:
@@ -161,11 +256,20 @@ class _Target:
     strategy: str = "auto"
     n_cpu_moe: int | None = None
 
-    def row(self, quant: str, header, n_fallback: int, file_bytes: int | None = None, **measured) -> Row:
+    def row(
+        self,
+        quant: str,
+        header,
+        n_fallback: int,
+        file_bytes: int | None = None,
+        planned: tuple[Plan, Plan | None] | None = None,
+        **measured,
+    ) -> Row:
         """``quant``'s row: ``header`` planned on the devices (a mixture of experts both ways: the faster plan
-        that fits, and the other), and how many GPUs of the kind hold every layer (with the predicted tg
-        there); ``measured``: the fields measured here, and the note."""
-        plan, other = solve_strategies(
+        that fits, and the other), or ``planned``, the plans it was run with; and how many devices of the
+        first's kind hold every layer (with the predicted tg there); ``measured``: the fields measured here,
+        and the note."""
+        plan, other = planned or solve_strategies(
             header,
             self.devices,
             self.host,
@@ -174,7 +278,11 @@ class _Target:
             n_cpu_moe=self.n_cpu_moe,
             strategy=self.strategy,
         )
-        found = gpus_to_fit(header, self.devices[0], self.host, self.context, self.margin_fraction)
+        found = (
+            gpus_to_fit(header, self.devices[0], self.host, self.context, self.margin_fraction)
+            if self.devices
+            else None
+        )
         return Row(
             quant,
             header.tensor_bytes,
@@ -202,15 +310,26 @@ def compare(
     n_chunks: int = 8,
     progress: Callable[[str], None] = lambda m: None,
 ) -> Comparison:
-    """``req`` is a harness.plan.PlanRequest for the target budget (its model is the one compared)."""
+    """``req`` is a harness.plan.PlanRequest for the target budget (its model is the one compared). With RPC
+    devices (``req.rpc``) or ``req.local`` (this machine's GPUs, as `harness run` takes them), the target is the
+    devices to run on, and each variant is measured with its own split there."""
 
+    split = bool(req.rpc) or req.local
+    if split and not req.local and (req.gpu or req.budget_bytes is not None):
+        raise UsageError(
+            "--gpu/--budget with --rpc: each variant runs on the devices named, and a GPU profile names none; "
+            "add --local to run on this machine's GPUs as --gpu/--budget describe them, or leave them out"
+        )
     resolved = resolve_model(req.model, req.remote)
-    target = _Target(
-        target_devices(req)[0], target_host(req), context_of(req), req.margin_fraction, req.strategy, req.n_cpu_moe
-    )
+    devices = target_devices(req)[0]
+    target = _Target(devices, target_host(req), context_of(req), req.margin_fraction, req.strategy, req.n_cpu_moe)
     if resolved.virtual:
-        return _compare_architecture(req, quants, resolved, target, progress)
-    return _compare_local(req, quants, resolved, target, text, reps, n_chunks, progress)
+        c = _compare_architecture(req, quants, resolved, target, progress)
+    else:
+        c = _compare_local(req, quants, resolved, target, text, reps, n_chunks, progress, split)
+    if split and not devices:
+        c = replace(c, notes=(*c.notes, "--local: llama.cpp sees no GPU here, so every layer was planned for the host"))
+    return replace(c, devices=tuple(d.name for d in devices), split=split)
 
 
 def _compare_architecture(req, quants, resolved, target: _Target, progress) -> Comparison:
@@ -231,7 +350,49 @@ def _compare_architecture(req, quants, resolved, target: _Target, progress) -> C
     )
 
 
-def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks, progress) -> Comparison:
+@dataclass(frozen=True)
+class _SplitRun:
+    """One variant planned for the devices and, when the plan lets it run, loaded alone that way and benched."""
+
+    plan: Plan
+    other: Plan | None
+    pp_tokens_per_s: float | None = None
+    tg_tokens_per_s: float | None = None
+    n_layers_offloaded: int | None = None
+    memory: tuple[DeviceMemory, ...] = ()
+    why_not: str = ""  # not run: what the plan says
+
+
+def _run_split(req, quant: str, path: Path, reps: int, progress) -> _SplitRun:
+    """``path`` planned as `harness run` plans it (llama.cpp's dry run for the compute buffers), then loaded
+    with that split on the devices, benched, and llama.cpp's buffer report kept: one variant on the devices at
+    a time, as each plan assumes."""
+    result = make_plan(replace(req, model=str(path)), resolve_model(str(path)))
+    plan = result.plan
+    if not plan.devices_fit or not plan.host.fits:
+        h = plan.host
+        short = f" (the host's share needs {human_bytes(h.needed_bytes)} of {human_bytes(h.ram_bytes)})"
+        why = f"not run with its split: {plan.verdict}" + ("" if h.fits else short)
+        return _SplitRun(plan, result.other, why_not=why)
+    progress(
+        f"{quant}: n_gpu_layers {plan.n_gpu_layers}/{plan.n_layers_total} on "
+        f"{', '.join(d.name for d in plan.devices) or 'the host alone'}; bench (pp{PP_TOKENS}, tg{TG_TOKENS}, "
+        f"{reps} repetitions)"
+    )
+    with open_session(str(path), plan, plan.context, result.rpc_endpoints) as s:
+        tests = run_bench(s, PP_TOKENS, TG_TOKENS, reps, lambda m: None)
+        report = s.report()
+    return _SplitRun(
+        plan,
+        result.other,
+        tests[0].avg_ts,
+        tests[1].avg_ts,
+        report.n_layers_on_devices,
+        memory_of(plan, report),
+    )
+
+
+def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks, progress, split) -> Comparison:
     source = Path(resolved.header.paths[0])
     own = resolved.header.file_type
     notes = []
@@ -253,99 +414,58 @@ def _compare_local(req, quants, resolved, target: _Target, text, reps, n_chunks,
         paths[q] = build_variant(source, q, progress, im)
     if own not in quants:
         paths = {own: source, **paths}
-    cp = ContextParams(n_ctx=512, n_batch=512, n_ubatch=512)
+    runs = {q: _run_split(req, q, p, reps, progress) for q, p in paths.items()} if split else {}
+    cp = ContextParams(n_ctx=QUALITY_N_CTX, n_batch=QUALITY_N_CTX, n_ubatch=QUALITY_N_CTX)
     qualities = {}
-    speeds: dict[str, tuple[float, float]] = {}
+    speeds: dict[str, tuple[float | None, float | None]] = {
+        q: (r.pp_tokens_per_s, r.tg_tokens_per_s) for q, r in runs.items()
+    }
     with ExitStack() as stack:
         sessions = {q: stack.enter_context(open_session(str(p), None, cp)) for q, p in paths.items()}
-        for q, s in sessions.items():
-            progress(f"{q}: bench (pp256, tg32, {reps} repetitions)")
-            tests = run_bench(s, 256, 32, reps, lambda m: None)
-            speeds[q] = (tests[0].avg_ts, tests[1].avg_ts)
+        if not split:  # no devices: speed is measured here, on the host (with devices: above, on its split)
+            for q, s in sessions.items():
+                progress(f"{q}: bench (pp{PP_TOKENS}, tg{TG_TOKENS}, {reps} repetitions)")
+                tests = run_bench(s, PP_TOKENS, TG_TOKENS, reps, lambda m: None)
+                speeds[q] = (tests[0].avg_ts, tests[1].avg_ts)
         progress("quality against " + own)
         ref = sessions[own]
         qualities = measure(
-            ref, {q: s for q, s in sessions.items() if q != own}, text or default_text(), 512, n_chunks, progress
+            ref,
+            {q: s for q, s in sessions.items() if q != own},
+            text or default_text(),
+            QUALITY_N_CTX,
+            n_chunks,
+            progress,
+        )
+    if split:
+        notes.append(
+            "each variant was planned for the devices and run alone with its own split (n_gpu_layers per row; "
+            "speed measured there, memory below: the plan beside llama.cpp's own buffer report); quality was "
+            f"measured as without devices, every variant on the host at n_ctx {QUALITY_N_CTX}"
         )
     rows = []
     for q in dict.fromkeys([own, *quants]):
         h = read_header(paths[q])
         pred = predict(resolved.header, q, q in with_imatrix)
         quality = qualities.get("reference" if q == own else q)
+        run = runs.get(q)
+        imatrix = " and the harness's importance matrix" if q in with_imatrix else ""
+        note = "reference (the file itself)" if q == own else "built with llama.cpp's quantizer" + imatrix
         rows.append(
             target.row(
                 q,
                 h,
                 pred.n_fallback,
                 h.file_bytes,
+                planned=(run.plan, run.other) if run else None,
                 pp_tokens_per_s=speeds[q][0],
                 tg_tokens_per_s=speeds[q][1],
                 perplexity=quality.perplexity if quality else None,
                 kld=quality.kld if quality else None,
                 top1_agreement=quality.top1_agreement if quality else None,
-                note="reference (the file itself)"
-                if q == own
-                else "built with llama.cpp's quantizer"
-                + (" and the harness's importance matrix" if q in with_imatrix else ""),
+                note=f"{run.why_not}; {note}" if run and run.why_not else note,
+                n_layers_offloaded=run.n_layers_offloaded if run else None,
+                memory=run.memory if run else (),
             )
         )
     return Comparison(req.model, own, tuple(rows), tuple(notes))
-
-
-def plot(c: Comparison, path: Path) -> None:
-    """One PNG: size against quality (KLD) for measured rows, or against predicted speed otherwise;
-    point labels carry the quant and its tokens/s. Written to a temporary name, then renamed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
-    measured = [r for r in c.rows if r.tg_tokens_per_s is not None]
-    largest = max(r.tensor_bytes for r in c.rows)
-    gib, unit = (1 << 30, "GiB") if largest >= 1 << 30 else (1 << 20, "MiB")
-    if measured:
-        xs = [r.tensor_bytes / gib for r in measured]
-        ax1.scatter(xs, [max(r.kld or 1e-5, 1e-5) for r in measured], s=[40 + 4 * r.tg_tokens_per_s for r in measured])
-        for i, (r, x) in enumerate(zip(measured, xs)):
-            label = f"{r.quant}\nPPL {r.perplexity:.2f}" + (" (reference, KLD 0)" if r.kld is None else "")
-            ax1.annotate(
-                label,
-                (x, max(r.kld or 1e-5, 1e-5)),
-                fontsize=8,
-                textcoords="offset points",
-                xytext=(8, 10 if i % 2 else -22),
-            )
-        ax1.set_yscale("log")
-        ax1.set_ylabel("mean KL divergence vs reference (nats, log)")
-        ax1.set_title("quality vs size (point size: measured tg tokens/s)")
-        pos = range(len(measured))
-        ax2.bar([p - 0.2 for p in pos], [r.tg_tokens_per_s for r in measured], width=0.4, label="tg tokens/s here")
-        ax2.bar(
-            [p + 0.2 for p in pos], [r.pp_tokens_per_s / 10 for r in measured], width=0.4, label="pp tokens/s here / 10"
-        )
-        ax2.set_xticks(list(pos), [r.quant for r in measured])
-        ax2.set_ylabel("tokens/s")
-        ax2.set_title("speed measured on this machine")
-        ax2.legend()
-    else:
-        xs = [r.tensor_bytes / gib for r in c.rows]
-        ax1.scatter(
-            xs,
-            [r.predicted_tg_tokens_per_s for r in c.rows],
-            c=["tab:green" if r.fits_fully else "tab:red" for r in c.rows],
-        )
-        for r, x in zip(c.rows, xs):
-            ax1.annotate(
-                f"{r.quant} ({r.n_gpu_layers}/{r.n_layers_total})", (x, r.predicted_tg_tokens_per_s), fontsize=8
-            )
-        ax1.set_ylabel("predicted tg tokens/s on one GPU (green: fits fully)")
-        ax1.set_title("size vs predicted speed")
-        ax2.bar([r.quant for r in c.rows], [r.gpus_to_fit or 0 for r in c.rows])
-        ax2.set_ylabel("GPUs of the target kind to hold every layer (0: more than 16)")
-    ax1.set_xlabel(f"tensor bytes ({unit})")
-    fig.suptitle(f"{c.model}: quant levels side by side" + (f" (reference {c.reference})" if c.reference else ""))
-    fig.tight_layout()
-    with atomic_output(path) as out:
-        fig.savefig(out, format="png", dpi=110)
-    plt.close(fig)

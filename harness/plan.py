@@ -42,7 +42,7 @@ from harness.offload.solver import (
     placement_of,
     solve_strategies,
 )
-from harness.text import human_bytes, parse_size
+from harness.text import human_bytes, parse_size, signed_bytes
 
 DEFAULT_GPU = "a100-40gb"
 # The ranges a request must lie in, as llama.cpp takes the values (llama_context_params, llama_model_params).
@@ -136,10 +136,27 @@ class Actual:
     kv_bytes: int
     compute_bytes: int
     output_bytes: int = 0  # the logits buffer: in a host buffer, as the plan's host total counts it
+    # a local GPU: nvidia-smi's used memory (every process's) before the load and while the model was loaded
+    gpu_used_before_bytes: int | None = None
+    gpu_used_after_bytes: int | None = None
 
     @property
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
+
+    @property
+    def gpu_used_delta_bytes(self) -> int | None:
+        """What the load added on the GPU as its driver counts it (nvidia-smi's MiB: ±1 MiB)."""
+        if self.gpu_used_before_bytes is None or self.gpu_used_after_bytes is None:
+            return None
+        return self.gpu_used_after_bytes - self.gpu_used_before_bytes
+
+    @property
+    def measured_reserve_bytes(self) -> int | None:
+        """The runtime reserve measured: what the load added on the GPU beyond llama.cpp's own buffers (the
+        CUDA context, cuBLAS, ggml-cuda's pool, CUDA graphs), to set beside the plan's reserve."""
+        delta = self.gpu_used_delta_bytes
+        return None if delta is None else delta - self.total_bytes
 
 
 @dataclass(frozen=True)
@@ -247,12 +264,12 @@ def make_plan(req: PlanRequest, resolved=None) -> PlanResult:
 
 
 def _make_plan(req: PlanRequest, resolved) -> PlanResult:
-    if req.verify and req.budget_bytes is not None and not req.rpc:
+    if req.verify and req.budget_bytes is not None and not req.rpc and not req.local:
         return _verify_on_loopback(req, resolved)
     header = resolved.header
     devices, endpoints, gpu_key = target_devices(req)
     if req.verify:
-        _check_verifiable(req.model, resolved, devices, endpoints)
+        _check_verifiable(req.model, resolved, devices, endpoints, local=req.local)
     host = target_host(req)
     cp = context_of(req, header)
     oracle, compute_note = compute_oracle(req, resolved, len(devices), cp)
@@ -316,7 +333,7 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
         req.model, plan, tuple(advice), gpu_key, tuple(endpoints), notes=tuple(notes), other=other, packed=packed
     )
     if req.verify:
-        result = _verify(result, resolved, devices, endpoints)
+        result = _verify(result, resolved, devices, endpoints, local=req.local)
     return result
 
 
@@ -412,26 +429,64 @@ def _verify_on_loopback(req: PlanRequest, resolved) -> PlanResult:
     return replace(result, notes=(*result.notes, note))
 
 
-def _check_verifiable(model: str, resolved, devices: list[Device] | None = None, endpoints=()) -> None:
+def _check_verifiable(
+    model: str, resolved, devices: list[Device] | None = None, endpoints=(), local: bool = False
+) -> None:
     """What --verify needs, checked before anything is planned: the model's file, and (once the devices are
-    known) llama.cpp RPC devices to load it on."""
+    known) devices to load it on: llama.cpp RPC devices, and with --local the GPUs this engine build sees."""
     if resolved.source == "hub":
         raise HarnessError(f"--verify needs the model file: {model}'s header was read from the Hub; download it first")
     if resolved.virtual:
         raise HarnessError(f"--verify needs the model file: {model} is known by its architecture only")
-    if devices is not None and (not endpoints or len(endpoints) != len(devices)):
+    if devices is None:
+        return
+    if local:
+        _verify_gpus(devices, endpoints)
+    elif not endpoints or len(endpoints) != len(devices):
         raise HarnessError(
             "--verify loads the model on the planned devices; only llama.cpp RPC devices can be verified on "
-            "this machine: name them with --rpc HOST:PORT=SIZE, or give --budget SIZE to have a loopback one "
-            "of that budget started for the check"
+            "this machine: name them with --rpc HOST:PORT=SIZE, give --budget SIZE to have a loopback one "
+            "of that budget started for the check, or --local for the GPUs llama.cpp sees here"
         )
 
 
-def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list[str]) -> PlanResult:
+def _verify_gpus(devices: list[Device], endpoints) -> tuple[str, ...]:
+    """--verify --local: the local GPUs (llama.cpp's names, "CUDA0"…) that stand for the planned devices not
+    lent over RPC, in order (target_devices lists local GPUs first): every GPU with no --budget, the first
+    --gpus of them with one. A budget below a card's memory is verified on that card: llama.cpp is given the
+    plan's layers, split and overrides, so the card's spare memory changes nothing it allocates."""
+    n_local = len(devices) - len(endpoints)
+    if devices and not n_local:
+        return ()  # every planned device is lent over RPC
+    gpus = local_gpus()
+    if not gpus:
+        raise HarnessError(
+            "--verify --local: this llama.cpp build sees no local GPU here (no GPU, or llama-cpp-python built "
+            "without CUDA: `make gpu-check` builds it with CUDA); use --budget SIZE for a loopback RPC stand-in"
+        )
+    if n_local > len(gpus):
+        seen = ", ".join(g.name for g in gpus)
+        raise HarnessError(
+            f"--verify --local: the plan has {n_local} GPUs but this llama.cpp build sees {len(gpus)} ({seen}): "
+            f"give --gpus {len(gpus)} or fewer"
+        )
+    return tuple(g.name for g in gpus[:n_local])
+
+
+def _verify(
+    result: PlanResult, resolved, devices: list[Device], endpoints: list[str], local: bool = False
+) -> PlanResult:
     plan = result.plan
     header = resolved.header
     path = header.paths[0]
     overrides = tensor_overrides(plan)
+    gpus = _verify_gpus(devices, endpoints) if local else ()
+    on_gpus: dict[str, Any] = {}
+    if gpus:
+        # nvidia-smi before and while loaded, in the child that loads; a whole micro-batch decoded, so that
+        # ggml-cuda's pool (grown on demand: MMQ's q8_1 activations) holds what the planned n_ubatch needs
+        n_tokens = max(1, min(plan.context.n_ubatch, plan.context.n_ctx))
+        on_gpus = dict(gpus=gpus, gpu_memory=True, n_decode_tokens=n_tokens)
     report = load_and_report(
         path,
         plan.n_gpu_layers,
@@ -442,9 +497,20 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         tensor_split=plan.tensor_split,
         tensor_overrides=overrides,
         isolated=True,  # an RPC peer that misbehaves after its HELLO aborts llama.cpp: an error here, not a crash
+        **on_gpus,
     )
     actual = {}
-    for d, endpoint in zip(plan.devices, endpoints):
+    for d, gpu in zip(plan.devices, gpus):
+        buf = report.buffer(gpu)
+        before, after = report.gpu_used_bytes(gpu)
+        actual[d.name] = Actual(
+            buf.model_bytes if buf else 0,
+            buf.kv_bytes if buf else 0,
+            buf.compute_bytes if buf else 0,
+            gpu_used_before_bytes=before,
+            gpu_used_after_bytes=after,
+        )
+    for d, endpoint in zip(plan.devices[len(gpus) :], endpoints):
         bufs = [b for b in report.rpc_buffers if endpoint_of(b.name) == endpoint]
         actual[d.name] = Actual(
             sum(b.model_bytes for b in bufs), sum(b.kv_bytes for b in bufs), sum(b.compute_bytes for b in bufs)
@@ -456,7 +522,7 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         sum(b.compute_bytes for b in host),
         sum(b.output_bytes for b in host),
     )
-    notes = result.notes
+    notes = (*result.notes, *_gpu_notes(plan, gpus, actual, report)) if gpus else result.notes
     mismatches: tuple[str, ...] = ()
     if overrides:
         # the plan's placement, as the solver's evaluate makes it (the same devices, split and patterns)
@@ -479,6 +545,27 @@ def _verify(result: PlanResult, resolved, devices: list[Device], endpoints: list
         notes=notes,
         placement_mismatches=mismatches,
     )
+
+
+def _gpu_notes(plan: Plan, gpus: tuple[str, ...], actual: dict[str, Actual], report: EngineReport) -> list[str]:
+    """--verify --local: which GPU stood for which planned device, and the reserve nvidia-smi measured there."""
+    described = {d.name: d.description for d in report.offload_devices}
+    notes = []
+    for d, gpu in zip(plan.devices, gpus):
+        a = actual[d.name]
+        on = f"{d.name}" + (f" was verified on {gpu}" if d.name != gpu else " was verified")
+        on += f" ({described[gpu]})" if gpu in described else ""
+        if a.measured_reserve_bytes is None:
+            why = f"absent, or not matched to {gpu}"
+            notes.append(f"{on}; nvidia-smi gave no figure for it ({why}): no reserve measured")
+            continue
+        notes.append(
+            f"{on}: nvidia-smi counted {human_bytes(a.gpu_used_delta_bytes)} more in use while loaded, "
+            f"{human_bytes(a.total_bytes)} of it llama.cpp's buffers: a measured reserve of "
+            f"{signed_bytes(a.measured_reserve_bytes)} against {human_bytes(d.reserve_bytes)} planned "
+            f"(the CUDA context, cuBLAS, ggml-cuda's pool after a {report.n_tokens_decoded}-token batch)"
+        )
+    return notes
 
 
 def placement_mismatches(placed: Placement, report: EngineReport) -> tuple[str, ...]:

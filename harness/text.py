@@ -27,6 +27,11 @@ def human_bytes(n_bytes: int) -> str:
     return f"{n_bytes} B"
 
 
+def signed_bytes(n_bytes: int) -> str:
+    """human_bytes with a minus sign for a negative size (a shortfall, a measurement below a figure)."""
+    return human_bytes(n_bytes) if n_bytes >= 0 else "-" + human_bytes(-n_bytes)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None) -> str:
     """A markdown-compatible table with aligned columns; ``right`` marks numeric columns."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
@@ -86,7 +91,7 @@ def render_plan(r) -> str:
                 human_bytes(d.reserve_bytes),
                 human_bytes(d.total_bytes),
                 human_bytes(d.budget_bytes),
-                human_bytes(d.headroom_bytes) if d.headroom_bytes >= 0 else "-" + human_bytes(-d.headroom_bytes),
+                signed_bytes(d.headroom_bytes),
             ]
         )
         if d.name in r.actual:
@@ -104,6 +109,21 @@ def render_plan(r) -> str:
                     "",
                 ]
             )
+            if getattr(a, "measured_reserve_bytes", None) is not None:
+                # --verify --local: what the driver counted, its excess over llama.cpp's buffers in "reserve"
+                rows.append(
+                    [
+                        "  nvidia-smi counted",
+                        "",
+                        "",
+                        "",
+                        "",
+                        signed_bytes(a.measured_reserve_bytes),
+                        signed_bytes(a.gpu_used_delta_bytes),
+                        "",
+                        "",
+                    ]
+                )
     if rows:
         lines += [
             "",

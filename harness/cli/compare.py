@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
-from harness.cli.options import SIZE, TextFileType, check_writable_dir
+from harness.cli.charts import check_path, compare_chart
+from harness.cli.options import SIZE, TextFileType
 from harness.cli.output import echo_json
-from harness.compare import DEFAULT_QUANTS, Comparison, StrategyFit, plot
+from harness.compare import DEFAULT_QUANTS, Comparison, DeviceMemory, StrategyFit
 from harness.compare import compare as compare_quants
-from harness.errors import UsageError
 from harness.plan import MAX_N_CTX, PlanRequest
 from harness.text import human_bytes, table
 
@@ -27,12 +24,20 @@ MAX_TEXT_BYTES = 16 << 20
 @click.option("--budget", type=SIZE, default=None, metavar="SIZE", help="A bare budget instead of a profile.")
 @click.option("--host-ram", type=SIZE, default=None, metavar="SIZE", help="Host RAM (default: this machine's).")
 @click.option(
+    "--rpc",
+    "rpcs",
+    multiple=True,
+    metavar="HOST:PORT=SIZE",
+    help="A llama.cpp RPC device: each variant is planned for it and run there with its own split.",
+)
+@click.option("--local", is_flag=True, help="Plan for this machine's GPUs (as `run` does) and run each variant there.")
+@click.option(
     "--ctx",
     "n_ctx",
     default=4096,
     show_default=True,
     type=click.IntRange(1, MAX_N_CTX),
-    help="Context length for the plans.",
+    help="Context length for the plans (with devices, also for the runs).",
 )
 @click.option(
     "--text",
@@ -45,7 +50,7 @@ MAX_TEXT_BYTES = 16 << 20
 )
 @click.option("--reps", default=3, show_default=True, type=click.IntRange(min=1), help="Bench repetitions per variant.")
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
-@click.option("--plot", "plot_file", default=None, type=click.Path(dir_okay=False), help="Write a PNG chart.")
+@click.option("--plot", "plot_file", default=None, metavar="FILE.png", help="Write a PNG chart.")
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of a table.")
 def compare(
     model: str,
@@ -53,6 +58,8 @@ def compare(
     gpu: str | None,
     budget: int | None,
     host_ram: int | None,
+    rpcs: tuple[str, ...],
+    local: bool,
     n_ctx: int,
     text: str | None,
     chunks: int,
@@ -69,15 +76,29 @@ def compare(
     it; nothing unmeasured is made up. A mixture of experts is planned both ways (whole layers on the GPU,
     or routed experts on the host: --n-cpu-moe), the faster that fits chosen and the other shown beside it.
 
+    With devices to run on (--rpc hosts; --local: this machine's GPUs, which --gpu/--budget then describe as
+    in `run`), each variant is planned for them, run alone with its own split, and its memory per device
+    printed as planned and as llama.cpp reports it; quality is still scored with every variant on the host.
+
     \b
     Examples:
       harness compare smollm2-135m-q4_1 --quants Q8_0,Q4_K_M,Q2_K --plot smollm2.png
       harness compare 405b-q4_k_m --quants Q4_K_M,Q3_K_M,Q2_K,IQ2_XXS,IQ1_S --ctx 8192
       harness compare qwen3-235b-a22b-q4_k_m --quants Q4_K_M,Q2_K,IQ2_XXS --host-ram 256GiB
+      harness compare smollm2-135m-q4_1 --quants Q4_K_M,Q2_K --rpc 127.0.0.1:50052=200MiB --ctx 512
     """
     if plot_file:
-        check_writable_dir(os.path.dirname(plot_file) or ".", "--plot", plot_file)
-    req = PlanRequest(model=model, gpu=gpu, budget_bytes=budget, host_ram_bytes=host_ram, n_ctx=n_ctx, remote=remote)
+        check_path(plot_file)
+    req = PlanRequest(
+        model=model,
+        gpu=gpu,
+        budget_bytes=budget,
+        host_ram_bytes=host_ram,
+        rpc=rpcs,
+        local=local,
+        n_ctx=n_ctx,
+        remote=remote,
+    )
     c = compare_quants(
         req,
         [q.strip().upper() for q in quants.split(",") if q.strip()],
@@ -87,10 +108,7 @@ def compare(
         lambda m: click.echo(m, err=True),
     )
     if plot_file:
-        try:
-            plot(c, Path(plot_file))
-        except OSError as exc:  # the disk filled, the folder went away while the comparison ran
-            raise UsageError(f"--plot {plot_file}: cannot write the chart: {exc.strerror or exc}") from None
+        compare_chart(c, plot_file)
         click.echo(f"chart written to {plot_file}", err=True)
     if json_:
         echo_json(c.to_json())
@@ -110,7 +128,8 @@ def render(c: Comparison) -> str:
             human_bytes(r.tensor_bytes),
             f"{r.bits_per_weight:.2f}",
             r.n_fallback,
-            f"{r.n_gpu_layers}/{r.n_layers_total}",
+            f"{r.n_gpu_layers}/{r.n_layers_total}"
+            + ("" if r.n_layers_offloaded is None else f" ({r.n_layers_offloaded})"),
             "yes" if r.fits_fully else "no",
             "—" if r.gpus_to_fit is None else f"{r.gpus_to_fit} ({r.predicted_tg_at_fit_tokens_per_s:.1f} t/s)",
             f"{r.predicted_tg_tokens_per_s:.2f}",
@@ -122,17 +141,18 @@ def render(c: Comparison) -> str:
         ]
         for r in c.rows
     ]
+    where = "split" if c.split else "here"
     headers = [
         "quant",
         "size",
         "bpw",
         "fallbacks",
-        "layers on 1 GPU",
+        "layers on devices (llama.cpp)" if c.split else "layers on 1 GPU",
         "fits",
-        "GPUs to fit (tg)",
+        "devices to fit (tg)" if c.split else "GPUs to fit (tg)",
         "pred. tg t/s",
-        "pp t/s here",
-        "tg t/s here",
+        f"pp t/s {where}",
+        f"tg t/s {where}",
         "PPL",
         "KLD",
         "top-1",
@@ -145,6 +165,8 @@ def render(c: Comparison) -> str:
         headers[5:5] = ["strategy", "other strategy (fit, pred. tg t/s)"]
         right[5:5] = [False, False]
     lines = [table(headers, rows, right=right)]
+    if c.split and any(r.memory for r in c.rows):
+        lines += ["", memory_table(c)]
     lines += [
         f"{r.quant}: {r.note}" for r in c.rows if r.note and not r.note.startswith(("reference", "built", "predicted"))
     ]
@@ -167,3 +189,20 @@ def _other(o: StrategyFit | None) -> str:
         return "—"
     how = _strategy(o.strategy, o.n_cpu_moe)
     return f"{how}: {o.n_gpu_layers} layers, {o.verdict}, {o.predicted_tg_tokens_per_s:.2f}"
+
+
+def memory_table(c: Comparison) -> str:
+    """Each variant run with its split: per device, the plan's buffers and, under them, llama.cpp's own."""
+    rows: list[list[object]] = []
+
+    def cells(m: DeviceMemory, side) -> list[str]:
+        out = [side.weights_bytes, side.kv_bytes, side.compute_bytes, side.output_bytes, side.total_bytes]
+        return [human_bytes(n) for n in out]
+
+    for r in c.rows:
+        for m in r.memory:
+            budget = human_bytes(m.budget_bytes) if m.budget_bytes else "not set"
+            rows.append([r.quant, m.name, m.n_layers, *cells(m, m.predicted), budget])
+            rows.append(["", "  llama.cpp says", "", *cells(m, m.actual), ""])
+    headers = ["quant", "device", "layers", "weights", "KV", "compute", "output", "total", "budget / RAM"]
+    return table(headers, rows, right=[False, False] + [True] * 7)

@@ -6,8 +6,10 @@ from typing import Any
 
 import click
 
+from harness.cli.charts import check_path, plan_chart
 from harness.cli.options import SIZE, FiniteFloatRange, kv_type_option, moe_options
 from harness.cli.output import echo_json
+from harness.models.resolve import resolve_model
 from harness.offload.solver import MAX_GPUS
 from harness.plan import COMPUTE_SOURCES, MAX_N_CTX, MAX_N_UBATCH, PlanRequest, PlanResult, make_plan
 from harness.text import render_plan
@@ -69,9 +71,15 @@ from harness.text import render_plan
     help="Evaluate this value instead of solving.",
 )
 @click.option(
+    "--local",
+    is_flag=True,
+    help="Plan for the GPUs llama.cpp sees here (each card's memory; --budget: that budget on each of --gpus).",
+)
+@click.option(
     "--verify",
     is_flag=True,
-    help="Load it with llama.cpp on the planned RPC devices (--rpc; --budget: loopback ones it starts) and compare.",
+    help="Load it with llama.cpp on the planned devices (--rpc; --local: this machine's GPUs, with nvidia-smi's "
+    "used memory; --budget alone: loopback RPC servers it starts) and compare.",
 )
 @click.option("--remote", is_flag=True, help="For a registry entry with a Hub source: read its real header remotely.")
 @click.option(
@@ -82,6 +90,13 @@ from harness.text import render_plan
     help="Compute buffers from llama.cpp's own dry run ('llama'), the fitted formula, or llama when installed.",
 )
 @moe_options
+@click.option(
+    "--plot",
+    "plot_file",
+    default=None,
+    metavar="FILE.png",
+    help="Write a PNG chart: each device's memory stacked against its budget, the host's against its RAM.",
+)
 @click.option("--json", "json_", is_flag=True, help="Print a JSON object instead of tables.")
 def plan(
     model: str,
@@ -98,12 +113,14 @@ def plan(
     reserve: int | None,
     margin: float,
     n_gpu_layers: int | None,
+    local: bool,
     verify: bool,
     remote: bool,
     compute: str,
     strategy: str,
     n_cpu_moe: int | None,
     split_mode: str,
+    plot_file: str | None,
     json_: bool,
 ) -> None:
     """How many layers of MODEL fit the GPU budget, what stays on the host, how fast, and what to change.
@@ -114,6 +131,7 @@ def plan(
       harness plan 70b-q4_k_m --gpu rtx-4090 --gpus 2
       harness plan smollm2-135m-q4_1 --rpc 127.0.0.1:50052=60MiB --verify
       harness plan smollm2-135m-q4_1 --budget 150MiB --verify    # on a loopback RPC server
+      harness plan smollm2-135m-q4_1 --local --verify            # on this machine's GPUs
     """
     req = PlanRequest(
         model=model,
@@ -131,13 +149,22 @@ def plan(
         margin_fraction=margin,
         n_gpu_layers=n_gpu_layers,
         verify=verify,
+        local=local,
         remote=remote,
         compute=compute,
         strategy=strategy,
         n_cpu_moe=n_cpu_moe,
         split_mode=split_mode,
     )
-    result = make_plan(req)
+    if plot_file:
+        check_path(plot_file)
+        # the chart names the model's quant: the header is read here once and handed to the planner
+        resolved = resolve_model(model, remote)
+        result = make_plan(req, resolved)
+        plan_chart(result, resolved.header.file_type, plot_file)
+        click.echo(f"chart written to {plot_file}", err=True)
+    else:
+        result = make_plan(req)
     if json_:
         echo_json(plan_json(result))
     else:
@@ -170,6 +197,13 @@ def plan_json(r: PlanResult) -> dict[str, Any]:
                 "compute_bytes": a.compute_bytes,
                 "total_bytes": a.total_bytes,
             }
+            if a.gpu_used_before_bytes is not None or a.gpu_used_after_bytes is not None:
+                out["actual"] |= {
+                    "gpu_used_before_bytes": a.gpu_used_before_bytes,  # nvidia-smi, every process on the GPU
+                    "gpu_used_after_bytes": a.gpu_used_after_bytes,
+                    "gpu_used_delta_bytes": a.gpu_used_delta_bytes,
+                    "measured_reserve_bytes": a.measured_reserve_bytes,
+                }
         return out
 
     host = {

@@ -12,7 +12,13 @@ Facts of this llama.cpp version (llama-cpp-python 0.3.36), read in its source an
   `sched_reserve: <name> compute buffer size = N MiB`, `llama_context: <name>  output buffer size = N MiB`.
   Names: `CPU_Mapped` (mmapped weights), `CPU` (host buffers), `CPU_REPACK` (weights repacked for the
   CPU's SIMD kernels, for the types and CPUs that have such kernels), `RPC<i>[host:port]` (device i
-  of an RPC server). A compute buffer is only printed when it is larger than 1 byte.
+  of an RPC server), `CUDA<i>` (a local GPU) and `CUDA_Host` (a GPU backend's pinned host buffer type: the
+  host's compute buffer when the first device is that GPU, the output buffer when the output layer is on
+  it, host weights with mmap off; llama-context.cpp, llama-model.cpp). A compute buffer
+  is only printed when it is larger than 1 byte. Each device llama.cpp will use is first announced as
+  `llama_prepare_model_devices: using device CUDA0 (NVIDIA H200) (0000:18:00.0) - N MiB free` (llama.cpp),
+  the id a CUDA GPU's PCI bus id (`cudaDeviceGetPCIBusId`, lowercased: ggml-cuda.cu), "unknown id" where the
+  backend has none; harness.llama.nvidia matches it to nvidia-smi's GPU.
 - **Rounding.** Each printed value is the byte size / 2**20 rounded to 2 decimals, so it is within
   0.005 MiB (5,243 bytes) of the truth; `*_bytes` fields here are `round(MiB * 2**20)` per line, summed.
 - **Layers.** `offloaded X/Y layers to GPU`, Y = n_layer + 1 (the output layer is the "+1" and the
@@ -97,7 +103,7 @@ from typing import Any
 from harness import settings
 from harness.errors import EngineError, HarnessError, UsageError
 from harness.gguf import ggml_types, roles
-from harness.llama import clib, rpc
+from harness.llama import clib, nvidia, rpc
 from harness.offload.hardware import GGML_MAX_N_THREADS
 from harness.offload.placement import KV_TYPES, ContextParams
 
@@ -185,6 +191,7 @@ class OffloadDevice:
     name: str  # "RPC0", "CUDA0"…
     description: str  # an RPC device's endpoint, a GPU's model name
     free_mib: int
+    device_id: str = ""  # a CUDA GPU's PCI bus id ("0000:18:00.0"); "" where llama.cpp printed "unknown id"
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,23 @@ class EngineReport:
     log_lines: tuple[str, ...] = field(repr=False)  # llama.cpp's INFO/WARN/ERROR lines, in order
     layer_devices: tuple[str, ...] = ()  # the device of each layer 0..n_layer (the output layer last), as logged
     overridden: tuple[tuple[str, str], ...] = ()  # (tensor, buffer type) per creation an override pattern matched
+    gpus: tuple[str, ...] = ()  # the local GPUs loaded on by name ("CUDA0"…), before the RPC devices
+    # nvidia-smi's view of every GPU before the load and while the model was loaded (after the decode): () when
+    # not asked for or where nvidia-smi is missing
+    gpu_memory_before: tuple[nvidia.GpuMemory, ...] = ()
+    gpu_memory_after: tuple[nvidia.GpuMemory, ...] = ()
+
+    def gpu_used_bytes(self, name: str) -> tuple[int | None, int | None]:
+        """(used before the load, used while loaded) on the local GPU llama.cpp calls ``name`` ("CUDA0"), as
+        nvidia-smi counts it (every process's memory on that GPU); None where not measured."""
+        dev = next((d for d in self.offload_devices if d.name == name), None)
+        device_id = dev.device_id if dev is not None else None
+        before = nvidia.gpu_for(self.gpu_memory_before, device_id)
+        after = nvidia.gpu_for(self.gpu_memory_after, device_id)
+        return (
+            before.used_bytes if before is not None else None,
+            after.used_bytes if after is not None else None,
+        )
 
     def tensor_placed(self, name: str) -> str | None:
         """Where llama.cpp put a tensor, by its DEBUG lines: the buffer type an override gave it ("CPU",
@@ -487,7 +511,8 @@ def parse_log(lines: Sequence[str]) -> _Parsed:
             entry[f"{key}_mib"] = entry.get(f"{key}_mib", 0.0) + mib
             entry[f"{key}_bytes"] = entry.get(f"{key}_bytes", 0) + mib_to_bytes(mib)
         elif m := _USING_DEVICE_RE.search(line):
-            out.offload_devices.append(OffloadDevice(m["name"], m["desc"], int(m["free"])))
+            device_id = "" if m["id"] == "unknown id" else m["id"]
+            out.offload_devices.append(OffloadDevice(m["name"], m["desc"], int(m["free"]), device_id))
         elif m := _OFFLOADED_RE.search(line):
             out.n_layers_offloaded, out.n_layers_total = int(m["n"]), int(m["total"])
         elif m := _N_CTX_RE.match(line):
@@ -617,13 +642,14 @@ def loaded_model(
     tensor_split: Sequence[float] = (),
     cb_eval: Any = None,
     tensor_overrides: Sequence[tuple[str, str]] = (),
+    gpus: Sequence[str] = (),
 ) -> Iterator[Loaded]:
     """Load ``path`` and create a context (see load_and_report for the parameters); free both on exit,
     also on errors, and restore the previous log callback."""
     llama_cpp = _llama_cpp()
     tk, tv = kv_type(type_k), kv_type(type_v)
     threads = check_threads(n_threads)
-    dev_handles: list[int] = []
+    dev_handles: list[int] = [_local_gpu_handle(name) for name in gpus]
     for endpoint in devices:
         try:
             dev_handles.extend(d.handle for d in rpc.connect(endpoint))
@@ -727,6 +753,9 @@ def report_of(
     load_s: float,
     n_decoded: int = 0,
     decode_s: float | None = None,
+    gpus: Sequence[str] = (),
+    gpu_memory_before: Sequence[nvidia.GpuMemory] = (),
+    gpu_memory_after: Sequence[nvidia.GpuMemory] = (),
 ) -> EngineReport:
     parsed = parse_log(capture.text_lines())
     layer_devices, overridden = parse_placement(capture.placement_lines)
@@ -750,6 +779,9 @@ def report_of(
         log_lines=capture.text_lines(),
         layer_devices=layer_devices,
         overridden=overridden,
+        gpus=tuple(gpus),
+        gpu_memory_before=tuple(gpu_memory_before),
+        gpu_memory_after=tuple(gpu_memory_after),
     )
 
 
@@ -773,12 +805,16 @@ def load_and_report(
     tensor_split: Sequence[float] = (),
     tensor_overrides: Sequence[tuple[str, str]] = (),
     isolated: bool = False,
+    gpus: Sequence[str] = (),
+    gpu_memory: bool = False,
 ) -> EngineReport:
-    """Load path with n_gpu_layers on the given RPC devices, create a context, optionally decode a few
+    """Load path with n_gpu_layers on the given devices, create a context, optionally decode a few
     tokens, and return llama.cpp's own account of every buffer.
 
     devices: RPC endpoints ("host:port"); every device each server lends is passed, in order, in
-    `llama_model_params.devices`. Empty: llama.cpp's default, all local GPUs (none on a CPU-only host).
+    `llama_model_params.devices`, after the local ``gpus``. Both empty: llama.cpp's default, all local GPUs
+    (none on a CPU-only host).
+    gpus: local GPUs by the names this build gives them ("CUDA0"…: local_gpus), first in the device list.
     flash_attn: None = AUTO (llama.cpp probes), True = ENABLED, False = DISABLED.
     swa_full: full-size SWA cache (None: the bindings' default, True; llama.cpp's CLI default is False,
     which sizes the SWA cache to the window plus a ubatch instead of n_ctx).
@@ -790,6 +826,9 @@ def load_and_report(
     to the host whatever their layer's device. The report says where each went (EngineReport.tensor_placed).
     isolated: load in a child process, so that llama.cpp dying (an RPC peer that answers garbage or
     hangs up mid-load aborts its client) is an EngineError here, not the end of this process.
+    gpu_memory: ask nvidia-smi for every GPU's used memory before the load and again while the model is
+    loaded, after the decode (EngineReport.gpu_used_bytes); in the child process when isolated, whose CUDA
+    context, buffers and pool are then all the difference holds.
     Everything llama.cpp allocated is freed before returning, also on errors.
     """
     if n_decode_tokens < 1:
@@ -807,21 +846,26 @@ def load_and_report(
         no_alloc=no_alloc,
         tensor_split=tuple(tensor_split),
         tensor_overrides=tuple((str(p), str(b)) for p, b in tensor_overrides),
+        gpus=tuple(gpus),
     )
     if isolated:
-        onto = f" onto {', '.join(devices)}" if devices else ""
+        onto = f" onto {', '.join((*gpus, *devices))}" if gpus or devices else ""
         return run_isolated(
             "load_and_report",
             (os.fspath(path), n_gpu_layers, n_ctx, tuple(devices)),
-            {**load, "decode": decode, "n_decode_tokens": n_decode_tokens},
+            {**load, "decode": decode, "n_decode_tokens": n_decode_tokens, "gpu_memory": gpu_memory},
             f"loading {os.fspath(path)}{onto} failed",
         )
     n_decoded, decode_s = 0, None
+    memory_before = nvidia.query_memory() if gpu_memory else ()
+    memory_after: tuple[nvidia.GpuMemory, ...] = ()
     with loaded_model(path, n_gpu_layers, n_ctx, devices, **load) as lm:
         if decode and not no_alloc:
             t1 = time.perf_counter()
             n_decoded = _decode(lm.llama_cpp, lm.model, lm.ctx, n_decode_tokens, lm.capture)
             decode_s = time.perf_counter() - t1
+        if gpu_memory:
+            memory_after = nvidia.query_memory()
         capture, load_s = lm.capture, lm.load_s
     return report_of(
         path,
@@ -834,6 +878,9 @@ def load_and_report(
         load_s=load_s,
         n_decoded=n_decoded,
         decode_s=decode_s,
+        gpus=gpus,
+        gpu_memory_before=memory_before,
+        gpu_memory_after=memory_after,
     )
 
 
@@ -944,19 +991,36 @@ class LocalGPU:
     total_bytes: int
 
 
+def _local_gpu_devices() -> Iterator[tuple[str, int]]:
+    """(name, ggml device handle) of each GPU this engine build sees here, in ggml's order; RPC devices
+    (also of type GPU) are left out."""
+    _backend_initialised()
+    so = rpc.backend_lib()
+    for i in range(so.ggml_backend_dev_count()):
+        dev = so.ggml_backend_dev_get(i)
+        if so.ggml_backend_dev_type(dev) != 1:  # GGML_BACKEND_DEVICE_TYPE_GPU
+            continue
+        name = so.ggml_backend_dev_name(dev).decode()
+        if not name.startswith("RPC"):
+            yield name, dev
+
+
 def local_gpus() -> tuple[LocalGPU, ...]:
     """GPUs this engine build can offload to here (CUDA, Vulkan, Metal…); RPC devices are not listed."""
     _backend_initialised()
     so = rpc.backend_lib()
     out = []
-    for i in range(so.ggml_backend_dev_count()):
-        dev = so.ggml_backend_dev_get(i)
-        if so.ggml_backend_dev_type(dev) != 1:  # GGML_BACKEND_DEVICE_TYPE_GPU
-            continue
+    for name, dev in _local_gpu_devices():
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         so.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        name = so.ggml_backend_dev_name(dev).decode()
-        if name.startswith("RPC"):
-            continue
         out.append(LocalGPU(name, so.ggml_backend_dev_description(dev).decode(), free.value, total.value))
     return tuple(out)
+
+
+def _local_gpu_handle(name: str) -> int:
+    """The ggml device handle of the local GPU ``name`` ("CUDA0"), for llama_model_params.devices."""
+    found = dict(_local_gpu_devices())
+    if name not in found:
+        seen = ", ".join(found) or "none"
+        raise EngineError(f"no local GPU named {name}: this llama.cpp build sees {seen}")
+    return found[name]
