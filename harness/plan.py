@@ -45,6 +45,7 @@ from harness.offload.solver import (
 from harness.text import human_bytes, parse_size, signed_bytes
 
 DEFAULT_GPU = "a100-40gb"
+OP_OFFLOAD_MIN_BATCH = 32  # ggml-cuda.cu ggml_backend_cuda_device_offload_op: min_batch_size
 # The ranges a request must lie in, as llama.cpp takes the values (llama_context_params, llama_model_params).
 MAX_N_CTX = 2**32 - 1  # n_ctx is a uint32_t; 0 means the model's training context (n_ctx_train)
 MAX_N_UBATCH = ContextParams.n_batch  # llama.cpp clamps n_ubatch to n_batch, which the plans keep at 2048
@@ -326,7 +327,7 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     ]
     notes.append(compute_note)
     if any(d.is_cuda for d in devices):
-        notes.append(_cuda_note(header, cp, devices, gpu_key))
+        notes.append(_cuda_note(header, cp, devices, gpu_key, plan))
     if resolved.source == "architecture":
         notes.append(f"{req.model} is built from its architecture: no file is read; sizes are llama.cpp's rules")
     result = PlanResult(
@@ -337,7 +338,7 @@ def _make_plan(req: PlanRequest, resolved) -> PlanResult:
     return result
 
 
-def _cuda_note(header, cp: ContextParams, devices: list[Device], gpu_key: str | None) -> str:
+def _cuda_note(header, cp: ContextParams, devices: list[Device], gpu_key: str | None, plan: Plan) -> str:
     """Where a CUDA device's reserve and extra compute come from (harness.offload.cuda)."""
     d = next(d for d in devices if d.is_cuda)
     where = f"the {gpu_key} profile's figure, an assumption until `make gpu-check` measures it" if gpu_key else "given"
@@ -348,6 +349,14 @@ def _cuda_note(header, cp: ContextParams, devices: list[Device], gpu_key: str | 
     )
     if f16 := cuda.fattn_f16_bytes(header, cp):
         note += f"; compute + {human_bytes(f16)}: flash attention's f16 copies of the quantized K/V cache"
+    if 0 < plan.n_gpu_layers < plan.n_layers_total and min(cp.n_ubatch, cp.n_batch) >= OP_OFFLOAD_MIN_BATCH:
+        # ggml-cuda's offload_op: a host layer's weight-bound ops of a batch of 32+ tokens run on the GPU, weights
+        # copied over; the CPU-backed stand-ins have no offload_op, so their host compute keeps those activations
+        note += (
+            "; partial offload: CUDA runs the host layers' matrix products on the GPU for micro-batches of "
+            f"{OP_OFFLOAD_MIN_BATCH}+ tokens (op offload), so the host compute buffer is an upper bound (a published "
+            "log, 8B at 15/33 layers: 48 MiB on CUDA_Host where the stand-ins count 148 MiB)"
+        )
     return note
 
 

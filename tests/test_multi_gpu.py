@@ -140,3 +140,11 @@ def test_cuda_extras_from_ggml_cuda_source() -> None:
     [d] = plan.plan.devices
     assert d.reserve_bytes == 512 * 2**20 + cuda.pool_bytes(h, q8)
     assert any(n.startswith("CUDA: reserve = the CUDA context 512.00 MiB") for n in plan.notes)
+
+
+def test_partial_offload_on_cuda_says_the_host_compute_is_an_upper_bound() -> None:
+    partial = make_plan(PlanRequest("70b-q4_k_m", n_ctx=4096, compute="formula"))
+    assert 0 < partial.plan.n_gpu_layers < partial.plan.n_layers_total
+    assert any("op offload" in n for n in partial.notes)
+    full = make_plan(PlanRequest("8b-q4_k_m", n_ctx=4096, compute="formula"))
+    assert full.plan.fits_fully and not any("op offload" in n for n in full.notes)
