@@ -374,15 +374,12 @@ def compute_oracle(req: PlanRequest, resolved, n_devices: int, cp: ContextParams
     if resolved.virtual:
         # the stand-in is written only when llama.cpp must be asked, into a folder of its own removed at exit:
         # a sparse file of the model's full size (243 GB for the 405B) is not left in the cache
-        model_key = f"header:{standin_digest(header)}"
-        paths: list[str] = []
+        digest = standin_digest(header)
+        model_key = f"header:{digest}"
 
         def model_path() -> str:
-            if not paths:
-                folder = tempfile.mkdtemp(prefix="harness-standin-")
-                atexit.register(shutil.rmtree, folder, True)
-                paths.append(os.fspath(write_standin(header, Path(folder))))
-            return paths[0]
+            return standin_path(header, digest)
+
     else:
         model_key = "file:" + ";".join(_file_stamp(p) for p in header.paths)
 
@@ -396,6 +393,21 @@ def compute_oracle(req: PlanRequest, resolved, n_devices: int, cp: ContextParams
 
     stand_ins = "loopback RPC stand-ins of the planned devices" if n_devices else "the host"
     return oracle, f"compute buffers: llama.cpp's own reservation, a dry run without allocating on {stand_ins}"
+
+
+_STANDINS: dict[str, str] = {}  # digest -> the stand-in written in this process
+
+
+def standin_path(header, digest: str | None = None) -> str:
+    """``header``'s stand-in (harness.gguf.standin: its header, every weight zero, a sparse file of its size),
+    written once per process into a folder of its own removed at exit: a sparse file of the model's full size
+    (243 GB for the 405B) is not left in the cache."""
+    digest = digest or standin_digest(header)
+    if digest not in _STANDINS:
+        folder = tempfile.mkdtemp(prefix="harness-standin-")
+        atexit.register(shutil.rmtree, folder, True)
+        _STANDINS[digest] = os.fspath(write_standin(header, Path(folder)))
+    return _STANDINS[digest]
 
 
 def _file_stamp(path: str) -> str:
@@ -441,12 +453,9 @@ def _verify_on_loopback(req: PlanRequest, resolved) -> PlanResult:
 def _check_verifiable(
     model: str, resolved, devices: list[Device] | None = None, endpoints=(), local: bool = False
 ) -> None:
-    """What --verify needs, checked before anything is planned: the model's file, and (once the devices are
-    known) devices to load it on: llama.cpp RPC devices, and with --local the GPUs this engine build sees."""
-    if resolved.source == "hub":
-        raise HarnessError(f"--verify needs the model file: {model}'s header was read from the Hub; download it first")
-    if resolved.virtual:
-        raise HarnessError(f"--verify needs the model file: {model} is known by its architecture only")
+    """What --verify needs, checked before anything is planned: (once the devices are known) devices to load the
+    model on: llama.cpp RPC devices, and with --local the GPUs this engine build sees. A model without a file
+    here (an architecture entry, a Hub header) is loaded as its stand-in."""
     if devices is None:
         return
     if local:
@@ -487,7 +496,7 @@ def _verify(
 ) -> PlanResult:
     plan = result.plan
     header = resolved.header
-    path = header.paths[0]
+    path = standin_path(header) if resolved.virtual else header.paths[0]
     overrides = tensor_overrides(plan)
     gpus = _verify_gpus(devices, endpoints) if local else ()
     on_gpus: dict[str, Any] = {}
@@ -532,6 +541,12 @@ def _verify(
         sum(b.output_bytes for b in host),
     )
     notes = (*result.notes, *_gpu_notes(plan, gpus, actual, report)) if gpus else result.notes
+    if resolved.virtual:
+        notes = (
+            *notes,
+            f"--verify loaded a stand-in of {result.model} (no file here): its header with every weight zero, so "
+            "llama.cpp's buffers are the model's own, and what it computes is not",
+        )
     mismatches: tuple[str, ...] = ()
     if overrides:
         # the plan's placement, as the solver's evaluate makes it (the same devices, split and patterns)

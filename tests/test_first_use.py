@@ -102,6 +102,22 @@ def test_verify_with_a_budget_starts_a_loopback_server_and_stops_it() -> None:
         probe(*split_endpoint(endpoint), timeout_s=1.0)
 
 
+@pytest.mark.engine
+@pytest.mark.rpc
+def test_verify_of_an_architecture_entry_loads_its_stand_in(small_registry) -> None:
+    """No file here: --verify loads the header's stand-in (every weight zero) on a loopback server; llama.cpp's
+    buffers are the model's own, so weights and KV equal the plan's, and the plan says what was loaded."""
+    r = _invoke("plan", "small-q4_1", "--budget", "150MiB", "--ctx", "1024", "--verify", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    [dev] = out["devices"]
+    assert out["n_layers_offloaded_actual"] == out["n_gpu_layers"] > 0
+    for k in ("weights_bytes", "kv_bytes"):
+        assert abs(dev[k] - dev["actual"][k]) <= MIB_PRINT_TOLERANCE_BYTES, k
+    assert abs(out["host"]["weights_bytes"] - out["host"]["actual"]["weights_bytes"]) <= MIB_PRINT_TOLERANCE_BYTES
+    assert any(n.startswith("--verify loaded a stand-in of small-q4_1") for n in out["notes"])
+
+
 def test_verify_without_rpc_or_budget_says_how(tmp_path) -> None:
     [path] = write_llama(tmp_path / "m.gguf")
     r = _invoke("plan", str(path), "--gpu", "rtx-4090", "--verify")
