@@ -10,7 +10,10 @@ takes most of it):
    and under a --budget that leaves part of the model on the host: `harness plan --local --verify --json`,
    which loads it on the card with the plan's split and sets llama.cpp's buffers and nvidia-smi's used memory
    beside the plan (the runtime reserve measured: what the load added beyond llama.cpp's buffers);
-4. one `harness bench` and one `harness compare`.
+4. registry models known by their architecture (Llama 3.1 8B at 8k f16 and 32k q8_0, 70B at 8k), planned for
+   the mission's A100 40GB profile and verified as stand-ins (header + zero weights, written here: nothing to
+   download) on the local card: `plan MODEL --gpu a100-40gb --local --verify --json`;
+5. one `harness bench` and one `harness compare`.
 
 Every step runs as a process of its own with its own timeout, cut to what is left of the overall deadline;
 a step that fails or times out is recorded (its status, exit code, the tail of its stderr) and the script
@@ -44,6 +47,15 @@ DEADLINE_S = 570.0  # the whole check, build included, inside ten minutes
 WRITE_MARGIN_S = 5.0  # kept back from the deadline for the last report
 CONTEXTS = (512, 8192, 0)  # 0: the model's training context, as llama.cpp takes n_ctx 0
 DEFAULT_MODELS = ("gemma3-270m-q4_k_m", "smollm2-135m-q4_1")
+# Registry entries known by their architecture, verified as stand-ins (header + zero weights, written on the
+# machine: nothing to download) with the plan made for a named GPU profile, loaded on the local card: the
+# mission's GPU budget (an A100 40GB) checked against llama.cpp's buffers and nvidia-smi on a real CUDA device.
+# (model, GPU profile, context, KV type)
+STANDIN_CASES = (
+    ("8b-q4_k_m", "a100-40gb", 8192, "f16"),
+    ("8b-q4_k_m", "a100-40gb", 32768, "q8_0"),
+    ("70b-q4_k_m", "a100-40gb", 8192, "f16"),
+)
 COMPARE_QUANTS = "Q8_0,Q4_K_M"
 TAIL_CHARS = 4000
 # each step's own limit (seconds); the overall deadline cuts it further
@@ -309,7 +321,8 @@ def case_record(model: str, ctx: int, kind: str, budget_bytes: int | None, s: St
     rec: dict[str, Any] = {
         "model": model,
         "ctx_asked": ctx,
-        "kind": kind,  # "full card" or "partial" (a --budget below what the whole model needs)
+        # "full card", "partial" (a --budget below what the whole model needs), or "stand-in, PROFILE budget"
+        "kind": kind,
         "budget_bytes": budget_bytes,
         "step": s.name,
         "status": s.status,
@@ -352,7 +365,9 @@ def partial_budget(plan: Any, model_bytes: int | None) -> int | None:
 # --- the check ---------------------------------------------------------------------------------------------------
 
 
-def run_check(c: Check, models: Sequence[str], contexts: Sequence[int] = CONTEXTS, build: bool = True) -> None:
+def run_check(
+    c: Check, models: Sequence[str], contexts: Sequence[int] = CONTEXTS, build: bool = True, standins: bool = True
+) -> None:
     harness = [str(ROOT / ".venv" / "bin" / "harness")]
     python = str(ROOT / ".venv" / "bin" / "python")
 
@@ -422,6 +437,12 @@ def run_check(c: Check, models: Sequence[str], contexts: Sequence[int] = CONTEXT
             s, out = c.step(f"bench {model}", [*harness, "bench", model, "--json", "--reps", "3"], "bench")
             c.report["bench"] = {"model": model, "seconds": s.seconds, "records": _json(out) if s.ok else None}
             c.write()
+    for model, gpu, ctx, kv in STANDIN_CASES if standins else ():
+        cmd = [*harness, "plan", model, "--gpu", gpu, "--local", "--verify", "--json", "--ctx", str(ctx)]
+        s, out = c.step(f"plan {model} --gpu {gpu} ctx {ctx} kv {kv} (stand-in)", [*cmd, "--kv-type", kv], "plan")
+        plan = _json(out) if s.ok else None
+        c.report["cases"].append(case_record(model, ctx, f"stand-in, {gpu} budget", None, s, plan))
+        c.write()
     if here:
         model = here[0]
         cmd = [*harness, "compare", model, "--quants", COMPARE_QUANTS, "--chunks", "2", "--reps", "1", "--json"]

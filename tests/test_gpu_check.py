@@ -488,7 +488,10 @@ def test_the_report_holds_every_case_and_goes_on_past_a_failed_step(tmp_path) ->
         for m, contexts in (("gemma3-270m-q4_k_m", (512, 8192, 0)), ("smollm2-135m-q4_1", (512, 8192)))
         for ctx in contexts
         for kind in ("full card", "partial")
-    ]
+    ] + [(m, ctx, f"stand-in, {gpu} budget") for m, gpu, ctx, _ in g.STANDIN_CASES]
+    # the registry's architecture entries: planned for the A100 40GB profile, verified on the local card
+    standin = [c for c, _, _ in steps.calls if c[1:3] == ["plan", "70b-q4_k_m"]]
+    assert standin and {"--gpu", "a100-40gb", "--local", "--verify"} <= set(standin[0])
     full, partial = report["cases"][:2]
     assert full["status"] == "ok" and full["partial"] is False
     [dev] = full["devices"]
